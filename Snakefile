@@ -1,0 +1,22 @@
+# OPD-Bench: one DAG trains every OPD method under unified settings, evaluates them and
+# ranks them. Tiny scale by default; paper scale with --configfile config/experiments/*.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        leaderboard_outputs(),
+    default_target: True

@@ -1,0 +1,127 @@
+"""Config: validation with errors that name the key, and the resolved config of each run.
+
+The workflow validates the whole config at start-up (``validate_config``); each job then
+resolves its own run config (``resolve_run``): the base settings, the method's own
+hyperparameters, and the diff between the two, hashed for provenance.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from opdbench.errors import ConfigError, unknown_name_error
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def deep_update(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (as snakemake merges --configfile over configfile)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _key_path(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _schema_message(err, schema: dict[str, Any]) -> str:
+    where = _key_path(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in allowed] if isinstance(err.instance, dict) else []
+        msgs = []
+        for k in extra:
+            key = f"{where}.{k}" if err.absolute_path else k
+            close = difflib.get_close_matches(k, allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            msgs.append(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(allowed)}")
+        if msgs:
+            return "; ".join(msgs)
+    if err.validator == "required":
+        return f"config key '{where}' is missing a required entry: {err.message}"
+    return f"config key '{where}': {err.message}"
+
+
+def validate_config(config: dict[str, Any], methods_dir: str | Path | None = None,
+                    schema_path: str | Path = SCHEMA_PATH) -> None:
+    """Raise ConfigError naming the first bad key, or an unknown method / task name."""
+    import jsonschema
+
+    schema = load_yaml(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(_schema_message(errors[0], schema))
+
+    from opdbench.tasks import TASKS
+
+    for task in config["tasks"]:
+        if task not in TASKS:
+            raise unknown_name_error("task", task, TASKS)
+        if task not in config["task_settings"]:
+            raise ConfigError(f"task '{task}' has no entry under 'task_settings'")
+    if methods_dir is not None:
+        from opdbench.registry import load_methods
+
+        methods = load_methods(methods_dir)
+        for name, spec in config["variants"].items():
+            if name in methods:
+                raise ConfigError(f"variant '{name}' has the name of a registered method; rename it")
+            if spec["method"] not in methods:
+                raise ConfigError(f"variant '{name}': {unknown_name_error('method', spec['method'], methods)}")
+            methods[spec["method"]].resolve_hparams({k: v for k, v in spec.items() if k != "method"})
+        for name in config["methods"]:
+            if name not in methods and name not in config["variants"]:
+                raise unknown_name_error("method", name, list(methods) + list(config["variants"]))
+    base = config["base"]
+    batch = base["prompts_per_step"] * base["rollouts_per_prompt"]
+    if batch % base["mini_batch_size"]:
+        raise ConfigError(f"config key 'base.mini_batch_size' ({base['mini_batch_size']}) must divide "
+                          f"prompts_per_step * rollouts_per_prompt ({batch})")
+
+
+def canonical_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_run(config: dict[str, Any], task: str, run_name: str, seed: int, methods_dir: str | Path) -> dict[str, Any]:
+    """The full settings of one training run, with its diff from the unified base."""
+    from opdbench.registry import get_method_class
+
+    overrides: dict[str, Any] = {}
+    method_name = run_name
+    if run_name in config["variants"]:
+        spec = config["variants"][run_name]
+        method_name = spec["method"]
+        overrides = {k: v for k, v in spec.items() if k != "method"}
+    cls = get_method_class(method_name, methods_dir)
+    hparams = cls.resolve_hparams(overrides)
+    base = config["base"]
+    train = dict(base)
+    if config["mode"] == "paper":
+        unknown = sorted(set(cls.paper_settings) - set(base))
+        if unknown:
+            raise ConfigError(f"method '{method_name}': paper_settings key '{unknown[0]}' is not a base setting")
+        train.update(cls.paper_settings)
+    diff = {
+        "method": method_name,
+        "hparams": hparams,
+        "train": {k: {"base": base[k], "run": v} for k, v in train.items() if base[k] != v},
+    }
+    run = {"task": task, "run_name": run_name, "method": method_name, "seed": seed, "mode": config["mode"],
+           "train": train, "hparams": hparams, "diff_from_base": diff}
+    run["config_hash"] = canonical_hash(run)
+    return run

@@ -1,0 +1,94 @@
+"""The leaderboard: per task, rows = base student, teacher, each method (or variant);
+columns = each benchmark's Avg@N and Pass@N as mean +- std over seeds, and each row's
+change in Avg@N against the base student. Methods are ranked by their mean Avg@N over
+the task's benchmarks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from opdbench.provenance import stamp, write_json
+
+REFERENCE_LABELS = {"student": "base student", "teacher": "teacher"}
+
+
+def collect(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (task, model, seed, benchmark) with every metric as a column."""
+    rows = []
+    for path in metrics_files:
+        m = json.loads(Path(path).read_text())
+        for bench, values in m["benchmarks"].items():
+            rows.append({"task": m["task"], "model": m["model"], "kind": m["kind"], "seed": m["seed"],
+                         "benchmark": bench, "config_hash": m.get("model_config_hash"),
+                         "code_version": m["code_version"], "dataset_hash": m["dataset_hash"], **values})
+    return pd.DataFrame(rows)
+
+
+def summarize(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Mean, std (ddof 1; NaN for one seed) and seed count per (task, model, benchmark)."""
+    metrics = [f"avg@{n}", "pass@1", f"pass@{n}", f"maj@{n}", "mean_tokens"]
+    g = df.groupby(["task", "model", "kind", "benchmark"])[metrics]
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
+    return out.reset_index()
+
+
+def _fmt(mean: float, std: float, scale: float = 100.0) -> str:
+    if pd.isna(std):
+        return f"{mean * scale:.1f}"
+    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+
+
+def render_task(summary: pd.DataFrame, task: str, n: int) -> tuple[str, list[str]]:
+    s = summary[summary.task == task]
+    benches = list(dict.fromkeys(s.benchmark))
+    avg = f"avg@{n}"
+    wide = s.pivot(index="model", columns="benchmark")
+    base = wide.loc["student"] if "student" in wide.index else None
+    methods = [m for m in wide.index if m not in REFERENCE_LABELS]
+    score = {m: sum(wide.loc[m, (f"{avg}_mean", b)] for b in benches) / len(benches) for m in methods}
+    ranked = sorted(methods, key=lambda m: -score[m])
+    order = [m for m in REFERENCE_LABELS if m in wide.index] + ranked
+    header = ["rank", "model", "seeds"]
+    for b in benches:
+        header += [f"{b} Avg@{n}", f"{b} Pass@{n}", f"{b} Δ Avg@{n}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in order:
+        row = wide.loc[model]
+        rank = str(ranked.index(model) + 1) if model in ranked else ""
+        cells = [rank, REFERENCE_LABELS.get(model, model), str(int(row[("seeds", benches[0])]))]
+        for b in benches:
+            cells.append(_fmt(row[(f"{avg}_mean", b)], row[(f"{avg}_std", b)]))
+            cells.append(_fmt(row[(f"pass@{n}_mean", b)], row[(f"pass@{n}_std", b)]))
+            if base is None or model == "student":
+                cells.append("")
+            else:
+                cells.append(f"{(row[(f'{avg}_mean', b)] - base[(f'{avg}_mean', b)]) * 100:+.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), order
+
+
+def write_leaderboard(metrics_files: Iterable[str | Path], md_path: str | Path, csv_path: str | Path,
+                      config: dict[str, Any]) -> None:
+    n = config["evaluation"]["n_samples"]
+    df = collect(metrics_files)
+    summary = summarize(df, n)
+    summary.to_csv(csv_path, index=False, float_format="%.6f")
+    ev = config["evaluation"]
+    parts = [f"# OPD-Bench leaderboard: {config['experiment']} ({config['mode']} settings)", "",
+             f"Avg@{n} = mean correctness of {n} samples per problem; Pass@{n} = unbiased estimator; "
+             f"values in %, mean ± std over seeds (ddof 1). Δ = change in Avg@{n} against the base student. "
+             f"Decoding: temperature {ev['temperature']}, top-p {ev['top_p']}, "
+             f"max {ev['max_new_tokens']} new tokens. Methods ranked by mean Avg@{n} over the task's benchmarks.", ""]
+    for task in dict.fromkeys(summary.task):
+        table, _ = render_task(summary, task, n)
+        parts += [f"## {task}", "", table, ""]
+    versions = sorted(set(df.code_version))
+    parts += [f"Code version(s): {', '.join(versions)}. Dataset hash(es): {', '.join(sorted(set(df.dataset_hash)))}.",
+              "Per-run provenance (resolved config, its hash and diff from the base settings): "
+              "`train/<task>/<method>/seed<k>/run.json`.", ""]
+    Path(md_path).write_text("\n".join(parts))
+    write_json(Path(md_path).with_suffix(".provenance.json"),
+               stamp(inputs=sorted(map(str, metrics_files)), evaluation=ev, base=config["base"]))

@@ -1,0 +1,117 @@
+"""Tokenizers and causal LMs: built from a config at tiny scale, loaded from the hub or a
+local path at paper scale. Both go through ``load_model`` / ``load_tokenizer``.
+
+A model directory holds ``model.json`` (where the weights are: the directory itself for
+tiny models, a hub id or local path for paper-scale ones), so the rules depend on one file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2's chat format, so that the same prompts serve tiny and hub models.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+# Qwen2's pre-tokenizer: digits are split one by one, as in the papers' models.
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
+    """Byte-level BPE trained offline on the task corpus, saved as an HF tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny_model(arch: dict[str, Any], tokenizer, seed: int):
+    """A Qwen2 causal LM from the ``arch`` config, randomly initialised."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    heads = arch["num_attention_heads"]
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["num_hidden_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=arch.get("num_key_value_heads", heads),
+        max_position_embeddings=arch.get("max_position_embeddings", 512),
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def write_manifest(model_dir: Path, weights: str, **info: Any) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model.json").write_text(json.dumps({"weights": weights, **info}, indent=1))
+
+
+def resolve_weights(model_ref: str | Path) -> str:
+    """A model directory with model.json -> where its weights are; anything else as given
+    (a hub id or a plain HF directory)."""
+    ref = Path(model_ref)
+    manifest = ref / "model.json" if ref.is_dir() else ref
+    if manifest.name == "model.json" and manifest.exists():
+        weights = json.loads(manifest.read_text())["weights"]
+        return str(manifest.parent) if weights == "." else weights
+    return str(model_ref)
+
+
+def load_tokenizer(model_ref: str | Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_weights(model_ref))
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model_ref: str | Path, dtype: str = "float32", device: str = "cpu", trainable: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_weights(model_ref), dtype=getattr(torch, dtype))
+    model.to(device)
+    model.train(trainable)
+    if not trainable:
+        model.requires_grad_(False)
+    return model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

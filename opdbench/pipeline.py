@@ -1,0 +1,130 @@
+"""The workflow's steps as plain functions: each rule's script calls exactly one of them,
+and tests call them directly. Every results file gets provenance."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from opdbench.config import canonical_hash, resolve_run
+from opdbench.errors import ConfigError
+from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, train_tokenizer,
+                             write_manifest)
+from opdbench.provenance import stamp, write_json
+from opdbench.tasks import get_task
+from opdbench.tasks.base import read_jsonl
+
+
+def _task(config: dict[str, Any], task_name: str):
+    return get_task(task_name, config["task_settings"][task_name]["data"])
+
+
+def dataset_hash(data_dir: str | Path) -> str:
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    return hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- data ------------------------------------------------------------------------------
+def make_data(config: dict[str, Any], task_name: str, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    settings = config["task_settings"][task_name]["data"]
+    manifest = _task(config, task_name).write_data(out_dir, settings["seed"])
+    write_json(out_dir / "manifest.json", stamp(**manifest, config_hash=canonical_hash(settings)))
+
+
+# -- models ----------------------------------------------------------------------------
+def build_tokenizer(config: dict[str, Any], task_name: str, data_dir: str | Path, out_dir: str | Path) -> None:
+    """Tiny scale: BPE on the task's prompts and solutions. Paper scale: the student's."""
+    settings = config["task_settings"][task_name]
+    out_dir = Path(out_dir)
+    if settings["student"]["source"] != "tiny":
+        out_dir.mkdir(parents=True, exist_ok=True)
+        load_tokenizer(settings["student"]["source"]).save_pretrained(out_dir)
+        return
+    task = _task(config, task_name)
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")
+    texts = [m["content"] for r in rows for m in task.messages(r)] + [r["solution"] for r in rows]
+    texts += ["user", "assistant", "system"]  # role names of the chat template
+    train_tokenizer(texts, settings.get("tokenizer", {}).get("vocab_size", 1024), out_dir)
+
+
+def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str | Path,
+                tokenizer_dir: str | Path, out_dir: str | Path, threads: int = 1) -> None:
+    """Tiny scale: a Qwen2 LM trained by SFT on worked solutions. Otherwise: a pointer to
+    the hub id or local path, loaded by the same ``load_model``."""
+    from opdbench.sft import train_sft
+
+    spec = config["task_settings"][task_name][role]
+    out_dir = Path(out_dir)
+    if spec["source"] != "tiny":
+        write_manifest(out_dir, spec["source"], **stamp(role=role, source=spec["source"]))
+        return
+    torch.set_num_threads(threads)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = build_tiny_model(spec["arch"], tokenizer, seed=spec["sft"].get("seed", 0))
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")
+    t0 = time.time()
+    curve = train_sft(model, tokenizer, _task(config, task_name), rows, spec["sft"],
+                      seed=spec["sft"].get("seed", 0), desc=f"sft {task_name} {role}")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    write_manifest(out_dir, ".", **stamp(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"],
+                                         parameters=count_parameters(model), sft_seconds=time.time() - t0,
+                                         sft_curve=curve, dataset_hash=dataset_hash(data_dir)))
+
+
+# -- training --------------------------------------------------------------------------
+def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data_dir: str | Path,
+          student: str | Path, teacher: str | Path, out_dir: str | Path, methods_dir: str | Path,
+          threads: int = 1) -> None:
+    from opdbench.engines.local import LocalEngine
+    from opdbench.registry import get_method_class
+
+    torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    run = resolve_run(config, task_name, run_name, seed, methods_dir)
+    if run["train"]["engine"] != "local":
+        raise ConfigError(f"engine '{run['train']['engine']}' is not available; valid: local")
+    method = get_method_class(run["method"], methods_dir)(run["hparams"], run["train"], seed)
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")
+    engine = LocalEngine(run, _task(config, task_name), rows, str(student), str(teacher), method, out_dir,
+                         device=run["train"]["device"])
+    t0 = time.time()
+    history = engine.train()
+    model_dir = out_dir / "model"
+    engine.save_model(model_dir)
+    info = stamp(run=run, config_hash=run["config_hash"], diff_from_base=run["diff_from_base"],
+                 dataset_hash=dataset_hash(data_dir), train_seconds=time.time() - t0, steps=len(history))
+    write_manifest(model_dir, ".", **info)
+    write_json(out_dir / "run.json", info)
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the run is complete
+
+
+# -- evaluation ------------------------------------------------------------------------
+def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir: str | Path,
+             samples_path: str | Path, metrics_path: str | Path, label: dict[str, Any], threads: int = 1) -> None:
+    from opdbench.evaluation import generate_and_score, summarize
+
+    torch.set_num_threads(threads)
+    cfg = config["evaluation"]
+    task = _task(config, task_name)
+    problems = read_jsonl(Path(data_dir) / "eval.jsonl")
+    t0 = time.time()
+    rows = generate_and_score(model, task, problems, cfg, device=config["base"]["device"],
+                              desc=f"eval {task_name} {label.get('model')}")
+    samples_path = Path(samples_path)
+    samples_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(samples_path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    manifest = json.loads((Path(model) / "model.json").read_text())
+    write_json(metrics_path, stamp(
+        **label, task=task_name, benchmarks=summarize(rows, task, cfg["n_samples"]), decoding=cfg,
+        dataset_hash=dataset_hash(data_dir), model_config_hash=manifest.get("config_hash"),
+        diff_from_base=manifest.get("diff_from_base"), eval_seconds=time.time() - t0,
+    ))

@@ -1,0 +1,49 @@
+"""Provenance stamped on every results file: config hash, method diff, code and data versions."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import opdbench
+
+REPO = Path(opdbench.__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``<commit>[-dirty]`` of the checkout, or the package version outside git."""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return f"opdbench-{opdbench.__version__}"
+
+
+def library_versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "opdbench": opdbench.__version__}
+
+
+def data_hash(data_dir: str | Path) -> str:
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    return json.dumps(manifest["sha256"], sort_keys=True)
+
+
+def stamp(**fields: Any) -> dict[str, Any]:
+    return {"code_version": code_version(), "libraries": library_versions(), **fields}
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,69 @@
+"""The method registry (in the manner of verl's loss and estimator registries).
+
+Method files live in ``methods/`` (one per method). ``load_methods`` imports every
+``methods/*.py``; each file registers its class with ``@register_method``. Rules and
+engines only ever look methods up here, so a new file is a new method everywhere.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+from opdbench.errors import ConfigError, unknown_name_error
+
+METHODS: dict[str, type] = {}
+_LOADED_DIRS: set[Path] = set()
+
+
+def register_method(cls):
+    """Class decorator: ``@register_method`` on a ``Method`` subclass with a ``name``."""
+    name = getattr(cls, "name", "")
+    if not name or not isinstance(name, str):
+        raise ConfigError(f"{cls.__qualname__} needs a class attribute 'name' to be registered")
+    if name in METHODS and _source(METHODS[name]) != _source(cls):
+        raise ConfigError(
+            f"method name '{name}' is registered twice: {_source(METHODS[name])} and {_source(cls)}. "
+            "Rename one of them."
+        )
+    METHODS[name] = cls
+    return cls
+
+
+def _source(cls) -> str:
+    try:
+        return inspect.getfile(cls)
+    except TypeError:
+        return cls.__module__
+
+
+def load_methods(methods_dir: str | Path) -> dict[str, type]:
+    """Import every method file in ``methods_dir`` once; return the registry."""
+    methods_dir = Path(methods_dir).resolve()
+    if not methods_dir.is_dir():
+        raise ConfigError(f"methods_dir '{methods_dir}' is not a directory")
+    if methods_dir in _LOADED_DIRS:
+        return METHODS
+    for path in sorted(methods_dir.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module_name = f"opdbench_methods.{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except ConfigError:
+            raise
+        except Exception as e:  # a broken user file names itself
+            raise ConfigError(f"method file {path} failed to import: {type(e).__name__}: {e}") from e
+    _LOADED_DIRS.add(methods_dir)
+    return METHODS
+
+
+def get_method_class(name: str, methods_dir: str | Path) -> type:
+    load_methods(methods_dir)
+    if name not in METHODS:
+        raise unknown_name_error("method", name, METHODS)
+    return METHODS[name]

@@ -1,0 +1,36 @@
+# Shared by every rule: config validation at start-up, result paths, the run list.
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from opdbench.config import validate_config
+from opdbench.errors import ConfigError
+
+METHODS_DIR = Path(workflow.basedir) / config["methods_dir"]
+
+try:
+    validate_config(config, METHODS_DIR)
+except ConfigError as e:
+    raise WorkflowError(f"Invalid configuration: {e}")
+
+RESULTS = f"results/{config['experiment']}"
+ENV = "../../envs/opdbench.yaml"
+RUNS = list(config["methods"])  # method names and variant names
+SEEDS = [int(s) for s in config["seeds"]]
+
+
+wildcard_constraints:
+    task=r"[A-Za-z0-9_-]+",
+    run=r"[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+    role="teacher|student",
+
+
+def eval_targets(task):
+    """Every model evaluated for a task: the base student, the teacher, each run x seed."""
+    tags = ["base/student", "base/teacher"] + [f"{run}/seed{seed}" for run in RUNS for seed in SEEDS]
+    return [f"{RESULTS}/eval/{task}/{tag}/metrics.json" for tag in tags]
+
+
+def leaderboard_outputs():
+    return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]

@@ -1,0 +1,12 @@
+rule make_data:
+    """The task's train prompts (with worked solutions) and evaluation benchmarks."""
+    output:
+        train=f"{RESULTS}/data/{{task}}/train.jsonl",
+        eval=f"{RESULTS}/data/{{task}}/eval.jsonl",
+        manifest=f"{RESULTS}/data/{{task}}/manifest.json",
+    log:
+        f"{RESULTS}/logs/data/{{task}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/make_data.py"

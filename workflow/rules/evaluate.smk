@@ -1,0 +1,25 @@
+def model_to_evaluate(wildcards):
+    """base/<role> is a model built for the task; <run>/seed<k> a trained student."""
+    if wildcards.model.startswith("base/"):
+        role = wildcards.model.split("/", 1)[1]
+        return f"{RESULTS}/models/{wildcards.task}/{role}/model.json"
+    return f"{RESULTS}/train/{wildcards.task}/{wildcards.model}/model/model.json"
+
+
+rule evaluate:
+    """N samples per problem on every benchmark of the task, scored by its verifier."""
+    input:
+        data=rules.make_data.output.manifest,
+        model=model_to_evaluate,
+    output:
+        samples=f"{RESULTS}/eval/{{task}}/{{model}}/samples.jsonl",
+        metrics=f"{RESULTS}/eval/{{task}}/{{model}}/metrics.json",
+    log:
+        f"{RESULTS}/logs/eval/{{task}}/{{model}}.log",
+    wildcard_constraints:
+        model=r"base/(teacher|student)|[A-Za-z0-9_.-]+/seed\d+",
+    threads: config["threads"]
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,29 @@
+rule tokenizer:
+    """Tiny scale: byte-level BPE trained on the task's text. Paper scale: the student's."""
+    input:
+        train=rules.make_data.output.train,
+    output:
+        directory(f"{RESULTS}/models/{{task}}/tokenizer"),
+    log:
+        f"{RESULTS}/logs/models/{{task}}_tokenizer.log",
+    conda:
+        ENV
+    script:
+        "../scripts/build_tokenizer.py"
+
+
+rule model:
+    """Tiny scale: a Qwen2 LM trained by SFT on worked solutions (teacher larger and
+    longer-trained than student). Paper scale: a pointer to the hub id or local path."""
+    input:
+        data=rules.make_data.output.manifest,
+        tokenizer=rules.tokenizer.output[0],
+    output:
+        f"{RESULTS}/models/{{task}}/{{role}}/model.json",
+    log:
+        f"{RESULTS}/logs/models/{{task}}_{{role}}.log",
+    threads: config["threads"]
+    conda:
+        ENV
+    script:
+        "../scripts/build_model.py"

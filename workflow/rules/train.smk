@@ -1,0 +1,19 @@
+rule train:
+    """Distil the teacher into the student with one method (or variant) and seed.
+    Checkpoints under checkpoints/ (not an output) let a killed run resume."""
+    input:
+        data=rules.make_data.output.manifest,
+        student=f"{RESULTS}/models/{{task}}/student/model.json",
+        teacher=f"{RESULTS}/models/{{task}}/teacher/model.json",
+    output:
+        model=f"{RESULTS}/train/{{task}}/{{run}}/seed{{seed}}/model/model.json",
+        run=f"{RESULTS}/train/{{task}}/{{run}}/seed{{seed}}/run.json",
+    log:
+        f"{RESULTS}/logs/train/{{task}}_{{run}}_seed{{seed}}.log",
+    params:
+        methods_dir=str(METHODS_DIR),
+    threads: config["threads"]
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
