@@ -43,7 +43,7 @@ def _step(rng: random.Random, name: str, item: str, x: int, max_value: int, max_
     if kind == "double":
         return f"{name} doubles the {item}.", [f"{x} * 2 = {2 * x}."], 2 * x
     # boxes: a product, then a sum (two lines of work for one sentence)
-    a = rng.randint(2, 3)
+    a = rng.choice([a for a in (2, 3) if x + 2 * a <= max_value])
     b = rng.randint(2, max(2, min(max_operand, (max_value - x) // a)))
     return (
         f"{name} buys {a} boxes with {b} {item} each.",

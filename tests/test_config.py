@@ -1,0 +1,72 @@
+"""Bad config is stopped at start-up with a message that names the key or the valid names."""
+import copy
+from pathlib import Path
+
+import pytest
+
+from opdbench.config import load_yaml, resolve_run, validate_config
+from opdbench.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+METHODS_DIR = REPO / "methods"
+CONFIG = load_yaml(REPO / "config" / "config.yaml")
+
+
+def bad(**edits):
+    cfg = copy.deepcopy(CONFIG)
+    for path, value in edits.items():
+        node = cfg
+        *parents, leaf = path.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+def test_default_config_is_valid():
+    validate_config(CONFIG, METHODS_DIR)
+
+
+def test_misspelled_method_lists_valid_names():
+    with pytest.raises(ConfigError, match=r"unknown method 'odp'.*Did you mean 'opd'.*Valid methods: .*opd"):
+        validate_config(bad(methods=["odp"]), METHODS_DIR)
+
+
+def test_unknown_task_lists_valid_names():
+    with pytest.raises(ConfigError, match=r"unknown task 'maths'.*Valid tasks: math"):
+        validate_config(bad(tasks=["maths"]), METHODS_DIR)
+
+
+def test_misspelled_key_is_named():
+    cfg = bad()
+    cfg["base"]["lrr"] = 0.1
+    with pytest.raises(ConfigError, match=r"unknown config key 'base.lrr'.*Did you mean 'lr'"):
+        validate_config(cfg, METHODS_DIR)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"config key 'base.lr'.*not of type 'number'"):
+        validate_config(bad(base__lr="1e-4"), METHODS_DIR)
+    with pytest.raises(ConfigError, match=r"config key 'base.loss_agg_mode'"):
+        validate_config(bad(base__loss_agg_mode="mean"), METHODS_DIR)
+
+
+def test_variant_with_unknown_hyperparameter():
+    with pytest.raises(ConfigError, match=r"method 'opd' has no hyperparameter 'lambda'"):
+        validate_config(bad(variants={"opd_x": {"method": "opd", "lambda": 2}}), METHODS_DIR)
+    with pytest.raises(ConfigError, match=r"variant 'v'.*unknown method 'nope'"):
+        validate_config(bad(variants={"v": {"method": "nope"}}), METHODS_DIR)
+
+
+def test_mini_batch_must_divide_the_rollout_batch():
+    with pytest.raises(ConfigError, match="base.mini_batch_size"):
+        validate_config(bad(base__mini_batch_size=7), METHODS_DIR)
+
+
+def test_run_records_its_diff_from_base_and_a_stable_hash():
+    cfg = bad(variants={"opd_again": {"method": "opd"}})
+    a = resolve_run(cfg, "math", "opd", 0, METHODS_DIR)
+    b = resolve_run(cfg, "math", "opd_again", 0, METHODS_DIR)
+    assert a["diff_from_base"] == {"method": "opd", "hparams": {}, "train": {}}
+    assert a["train"] == cfg["base"] and a["config_hash"] == resolve_run(cfg, "math", "opd", 0, METHODS_DIR)["config_hash"]
+    assert b["method"] == "opd" and b["config_hash"] != a["config_hash"]

@@ -1,0 +1,70 @@
+"""Avg@k, Pass@k and Maj@k against brute-force enumeration of every k-subset."""
+import itertools
+import random
+from collections import Counter
+from math import comb
+
+import pytest
+
+from opdbench.metrics import avg_at_k, group_answers, maj_at_k, pass_at_k, problem_metrics
+
+
+def brute(labels, k):
+    """labels: 'C' correct answer, other hashables wrong answers, None unparsed."""
+    subsets = list(itertools.combinations(range(len(labels)), k))
+    avg = pas = maj = 0.0
+    for sub in subsets:
+        picked = [labels[i] for i in sub]
+        avg += picked.count("C") / k
+        pas += "C" in picked
+        votes = Counter(p for p in picked if p is not None)
+        if votes:
+            top = max(votes.values())
+            tied = [a for a, v in votes.items() if v == top]
+            maj += ("C" in tied) / len(tied)
+    return avg / len(subsets), pas / len(subsets), maj / len(subsets)
+
+
+def test_against_enumeration_on_random_cases():
+    rng = random.Random(0)
+    for _ in range(400):
+        n = rng.randint(1, 9)
+        labels = [rng.choice(["C", "C", "a", "b", "c", None]) for _ in range(n)]
+        k = rng.randint(1, n)
+        c = labels.count("C")
+        others = [labels.count(g) for g in "abc" if labels.count(g)]
+        avg, pas, maj = brute(labels, k)
+        assert avg_at_k(n, c, k) == pytest.approx(avg, abs=1e-12)
+        assert pass_at_k(n, c, k) == pytest.approx(pas, abs=1e-12)
+        assert maj_at_k(c, others, labels.count(None), k) == pytest.approx(maj, abs=1e-12)
+
+
+def test_hand_values():
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    assert pass_at_k(4, 0, 4) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    assert maj_at_k(2, [1], 0, 3) == 1.0  # 2 correct vs 1 wrong: majority always right
+    assert maj_at_k(1, [1], 0, 2) == 0.5  # a tie is a coin flip
+    assert maj_at_k(0, [3], 1, 2) == 0.0
+    assert maj_at_k(1, [], 3, 4) == 1.0  # unparsed answers do not vote
+
+
+def test_pass_at_k_is_stable_for_large_n():
+    n, c = 2000, 3
+    exact = 1 - comb(n - c, 1000) / comb(n, 1000)
+    assert pass_at_k(n, c, 1000) == pytest.approx(exact, rel=1e-9)
+    assert 0 < pass_at_k(10_000, 1, 1) < 1e-3
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+    with pytest.raises(ValueError):
+        avg_at_k(3, 1, 4)
+
+
+def test_grouping_uses_the_equivalence_and_problem_metrics():
+    same = lambda a, b: float(a) == float(b)  # noqa: E731
+    answers = ["2", "2.0", None, "3"]
+    assert group_answers(answers, same) == [[0, 1], [3]]
+    m = problem_metrics([True, True, False, False], answers, 4, same)
+    assert m == {"avg@4": 0.5, "pass@4": 1.0, "maj@4": 1.0}
