@@ -17,10 +17,15 @@ MICRO_CONFIG = REPO / "tests" / "micro_config.yaml"
 torch.set_num_threads(1)
 
 
-def run_snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", timeout: int = 900,
-                  check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(MICRO_CONFIG), *args]
+def snakemake_cmd(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", configfiles=(MICRO_CONFIG,),
+                  cores: int = 2) -> list[str]:
+    return [SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir), "--cores", str(cores), *args,
+            "--configfile", *map(str, configfiles)]
+
+
+def run_snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", configfiles=(MICRO_CONFIG,),
+                  timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = snakemake_cmd(workdir, *args, snakefile=snakefile, configfiles=configfiles)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:

@@ -34,3 +34,11 @@ def eval_targets(task):
 
 def leaderboard_outputs():
     return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
+
+
+def model_to_evaluate(wildcards):
+    """base/<role> is a model built for the task; <run>/seed<k> a trained student."""
+    if wildcards.model.startswith("base/"):
+        role = wildcards.model.split("/", 1)[1]
+        return f"{RESULTS}/models/{wildcards.task}/{role}/model.json"
+    return f"{RESULTS}/train/{wildcards.task}/{wildcards.model}/model/model.json"

@@ -1,11 +1,3 @@
-def model_to_evaluate(wildcards):
-    """base/<role> is a model built for the task; <run>/seed<k> a trained student."""
-    if wildcards.model.startswith("base/"):
-        role = wildcards.model.split("/", 1)[1]
-        return f"{RESULTS}/models/{wildcards.task}/{role}/model.json"
-    return f"{RESULTS}/train/{wildcards.task}/{wildcards.model}/model/model.json"
-
-
 rule evaluate:
     """N samples per problem on every benchmark of the task, scored by its verifier."""
     input:
