@@ -1,0 +1,26 @@
+# The two commands of the README: `make tiny` (set up, run the tiny DAG end to end) and
+# `make test` (set up, run the tests). Both install into .venv from scratch when needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup tiny test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel first: a bare torch requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+tiny: setup
+	$(BIN)/snakemake --cores all
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf results .snakemake
