@@ -34,11 +34,6 @@ def library_versions() -> dict[str, str]:
             "transformers": transformers.__version__, "opdbench": opdbench.__version__}
 
 
-def data_hash(data_dir: str | Path) -> str:
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    return json.dumps(manifest["sha256"], sort_keys=True)
-
-
 def stamp(**fields: Any) -> dict[str, Any]:
     return {"code_version": code_version(), "libraries": library_versions(), **fields}
 

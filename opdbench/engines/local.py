@@ -121,7 +121,7 @@ class LocalEngine:
         t1 = time.time()
         n = cfg["rollouts_per_prompt"]
         seqs = pack([p for p in prompts for _ in range(n)], responses, self.tokenizer.pad_token_id)
-        seqs = Sequences_to(seqs, self.device)
+        seqs = sequences_to_device(seqs, self.device)
         student_logits = response_logits(self.student, seqs) / cfg["temperature"]
         logOld = token_logprobs(student_logits, seqs.responses)
         entropy = entropy_from_logits(student_logits)
@@ -199,7 +199,8 @@ class LocalEngine:
         self.tokenizer.save_pretrained(model_dir)
 
 
-def Sequences_to(seqs, device: str):
+def sequences_to_device(seqs, device: str):
+    """Move packed sequences to the training device (a no-op on CPU)."""
     if device == "cpu":
         return seqs
     return type(seqs)(*(t.to(device) for t in (seqs.input_ids, seqs.attention_mask, seqs.position_ids,
