@@ -37,7 +37,7 @@ def _key_path(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def _schema_message(err, schema: dict[str, Any]) -> str:
+def _schema_message(err) -> str:
     where = _key_path(err.absolute_path)
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
@@ -64,7 +64,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
-        raise ConfigError(_schema_message(errors[0], schema))
+        raise ConfigError(_schema_message(errors[0]))
 
     from opdbench.tasks import TASKS
 

@@ -41,7 +41,7 @@ def _fmt(mean: float, std: float, scale: float = 100.0) -> str:
     return f"{mean * scale:.1f} ± {std * scale:.1f}"
 
 
-def render_task(summary: pd.DataFrame, task: str, n: int) -> tuple[str, list[str]]:
+def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
     s = summary[summary.task == task]
     benches = list(dict.fromkeys(s.benchmark))
     avg = f"avg@{n}"
@@ -67,7 +67,7 @@ def render_task(summary: pd.DataFrame, task: str, n: int) -> tuple[str, list[str
             else:
                 cells.append(f"{(row[(f'{avg}_mean', b)] - base[(f'{avg}_mean', b)]) * 100:+.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines), order
+    return "\n".join(lines)
 
 
 def write_leaderboard(metrics_files: Iterable[str | Path], md_path: str | Path, csv_path: str | Path,
@@ -83,7 +83,7 @@ def write_leaderboard(metrics_files: Iterable[str | Path], md_path: str | Path, 
              f"Decoding: temperature {ev['temperature']}, top-p {ev['top_p']}, "
              f"max {ev['max_new_tokens']} new tokens. Methods ranked by mean Avg@{n} over the task's benchmarks.", ""]
     for task in dict.fromkeys(summary.task):
-        table, _ = render_task(summary, task, n)
+        table = render_task(summary, task, n)
         parts += [f"## {task}", "", table, ""]
     versions = sorted(set(df.code_version))
     parts += [f"Code version(s): {', '.join(versions)}. Dataset hash(es): {', '.join(sorted(set(df.dataset_hash)))}.",

@@ -165,7 +165,7 @@ class LocalEngine:
             num = sum((d[key] * m).sum() for m, d in per_token)
             den = sum(m.sum() for m, _ in per_token)
             metrics[f"{key}_mean"] = (num / den.clamp(min=1)).item()
-        credit = batch.extras.get("credit", batch.logT - batch.logOld)
+        credit = batch.extras["credit"] if "credit" in batch.extras else batch.logT - batch.logOld
         metrics.update({f"credit_{k}": v for k, v in masked_quantiles(credit, batch.mask).items()})
         return metrics
 
