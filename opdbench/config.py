@@ -83,6 +83,10 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
             if spec["method"] not in methods:
                 raise ConfigError(f"variant '{name}': {unknown_name_error('method', spec['method'], methods)}")
             methods[spec["method"]].resolve_hparams({k: v for k, v in spec.items() if k != "method"})
+        for name, overrides in config.get("method_settings", {}).items():
+            if name not in methods:
+                raise ConfigError(f"method_settings: {unknown_name_error('method', name, methods)}")
+            methods[name].resolve_hparams(overrides)
         for name in config["methods"]:
             if name not in methods and name not in config["variants"]:
                 raise unknown_name_error("method", name, list(methods) + list(config["variants"]))
@@ -101,12 +105,13 @@ def resolve_run(config: dict[str, Any], task: str, run_name: str, seed: int, met
     """The full settings of one training run, with its diff from the unified base."""
     from opdbench.registry import get_method_class
 
-    overrides: dict[str, Any] = {}
-    method_name = run_name
+    method_name, variant = run_name, {}
     if run_name in config["variants"]:
         spec = config["variants"][run_name]
         method_name = spec["method"]
-        overrides = {k: v for k, v in spec.items() if k != "method"}
+        variant = {k: v for k, v in spec.items() if k != "method"}
+    # The method's settings for this scale (method_settings), then the variant's own.
+    overrides = {**config.get("method_settings", {}).get(method_name, {}), **variant}
     cls = get_method_class(method_name, methods_dir)
     hparams = cls.resolve_hparams(overrides)
     base = config["base"]
@@ -119,6 +124,8 @@ def resolve_run(config: dict[str, Any], task: str, run_name: str, seed: int, met
     diff = {
         "method": method_name,
         "hparams": hparams,
+        "hparams_changed": {k: {"default": cls.defaults[k], "run": v} for k, v in hparams.items()
+                            if cls.defaults[k] != v},
         "train": {k: {"base": base[k], "run": v} for k, v in train.items() if base[k] != v},
     }
     run = {"task": task, "run_name": run_name, "method": method_name, "seed": seed, "mode": config["mode"],

@@ -27,18 +27,27 @@ def collect(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_delta(df: pd.DataFrame, n: int) -> pd.Series:
+    """Each row's Avg@n minus the base student's on the same task, benchmark and seed (the
+    two share the evaluation's sampling seed, so the pairing removes shared noise)."""
+    avg = f"avg@{n}"
+    base = df[df.model == "student"].set_index(["task", "benchmark", "seed"])[avg]
+    keys = pd.MultiIndex.from_frame(df[["task", "benchmark", "seed"]])
+    return df[avg] - base.reindex(keys).to_numpy()
+
+
 def summarize(df: pd.DataFrame, n: int) -> pd.DataFrame:
     """Mean, std (ddof 1; NaN for one seed) and seed count per (task, model, benchmark)."""
-    metrics = [f"avg@{n}", "pass@1", f"pass@{n}", f"maj@{n}", "mean_tokens"]
+    df = df.assign(delta_avg=paired_delta(df, n))
+    metrics = [f"avg@{n}", "pass@1", f"pass@{n}", f"maj@{n}", "mean_tokens", "delta_avg"]
     g = df.groupby(["task", "model", "kind", "benchmark"])[metrics]
     out = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
     return out.reset_index()
 
 
-def _fmt(mean: float, std: float, scale: float = 100.0) -> str:
-    if pd.isna(std):
-        return f"{mean * scale:.1f}"
-    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+def _fmt(mean: float, std: float, scale: float = 100.0, signed: bool = False) -> str:
+    value = f"{mean * scale:+.1f}" if signed else f"{mean * scale:.1f}"
+    return value if pd.isna(std) else f"{value} ± {std * scale:.1f}"
 
 
 def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
@@ -46,7 +55,7 @@ def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
     benches = list(dict.fromkeys(s.benchmark))
     avg = f"avg@{n}"
     wide = s.pivot(index="model", columns="benchmark")
-    base = wide.loc["student"] if "student" in wide.index else None
+    base = "student" in wide.index
     methods = [m for m in wide.index if m not in REFERENCE_LABELS]
     score = {m: sum(wide.loc[m, (f"{avg}_mean", b)] for b in benches) / len(benches) for m in methods}
     ranked = sorted(methods, key=lambda m: -score[m])
@@ -62,10 +71,10 @@ def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
         for b in benches:
             cells.append(_fmt(row[(f"{avg}_mean", b)], row[(f"{avg}_std", b)]))
             cells.append(_fmt(row[(f"pass@{n}_mean", b)], row[(f"pass@{n}_std", b)]))
-            if base is None or model == "student":
+            if not base or model == "student" or pd.isna(row[("delta_avg_mean", b)]):
                 cells.append("")
             else:
-                cells.append(f"{(row[(f'{avg}_mean', b)] - base[(f'{avg}_mean', b)]) * 100:+.1f}")
+                cells.append(_fmt(row[("delta_avg_mean", b)], row[("delta_avg_std", b)], signed=True))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -79,7 +88,8 @@ def write_leaderboard(metrics_files: Iterable[str | Path], md_path: str | Path, 
     ev = config["evaluation"]
     parts = [f"# OPD-Bench leaderboard: {config['experiment']} ({config['mode']} settings)", "",
              f"Avg@{n} = mean correctness of {n} samples per problem; Pass@{n} = unbiased estimator; "
-             f"values in %, mean ± std over seeds (ddof 1). Δ = change in Avg@{n} against the base student. "
+             f"values in %, mean ± std over seeds (ddof 1). Δ = change in Avg@{n} against the base student, "
+             f"paired by seed (seed k of every model is evaluated with the same sampling seed). "
              f"Decoding: temperature {ev['temperature']}, top-p {ev['top_p']}, "
              f"max {ev['max_new_tokens']} new tokens. Methods ranked by mean Avg@{n} over the task's benchmarks.", ""]
     for task in dict.fromkeys(summary.task):

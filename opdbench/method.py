@@ -1,9 +1,18 @@
-"""What a method is: what it needs from scoring, and how a scored batch becomes a loss.
+"""What a method is: what it needs from scoring, how it plans rollouts and samples
+prompts, and how a scored batch becomes a loss.
 
 A method file in ``methods/`` subclasses ``Method``, sets ``name``, ``defaults`` (its
-paper's hyperparameters) and ``needs`` (extra scoring beyond the teacher's log-probs of
-the sampled tokens), and implements ``loss``. Optional hooks: ``prepare`` (batch-level
-quantities computed once per rollout batch, before the mini-batch updates).
+paper's hyperparameters) and ``needs`` (scoring beyond the teacher's log-probs of the
+sampled tokens, from ``SCORING_NEEDS``), and implements ``loss``. Optional hooks:
+
+- ``prepare(batch, progress)``: batch-level quantities computed once per rollout batch,
+  before the mini-batch updates (entropy quantiles, group calibration, random masks);
+- ``prefix_lengths(n, max_new_tokens, progress, generator)`` (need ``teacher_prefix``):
+  how many tokens of each rollout the teacher writes before the student continues;
+- ``prompt_pool(correct_counts, n_samples)`` (need ``prompt_difficulty``): the pool of
+  training prompts, from the initial student's correct counts;
+- ``topk`` (need ``teacher_topk``): how many teacher top-k ids to score;
+- ``reference`` (need ``ref_logprobs``): which frozen model gives ``logRef``.
 """
 from __future__ import annotations
 
@@ -14,10 +23,17 @@ import torch
 
 from opdbench.blocks import aggregate, clipped_policy_loss
 from opdbench.errors import ConfigError
-from opdbench.rollout import Sequences, token_logprobs
+from opdbench.rollout import Sequences
 
-# What the engine can score on request (a method lists the ones it needs).
-SCORING_NEEDS = ("teacher_topk", "teacher_entropy", "ref_logprobs", "outcome", "teacher_prefix")
+# What the engine can score or plan on request (a method lists the ones it needs):
+#   teacher_topk      extras["topk_ids"], extras["topk_logT"] [B, T, k]; student.topk_logS
+#   teacher_entropy   extras["teacher_entropy"] [B, T] (full vocabulary, rollout temperature)
+#   ref_logprobs      extras["logRef"] [B, T] from a frozen reference model
+#   outcome           extras["outcome"] [B] the verifier's 0/1 per rollout
+#   teacher_prefix    extras["teacher_token"] [B, T] 1 on tokens the teacher generated
+#   prompt_difficulty the initial student's correct counts, passed to ``prompt_pool``
+SCORING_NEEDS = ("teacher_topk", "teacher_entropy", "ref_logprobs", "outcome", "teacher_prefix",
+                 "prompt_difficulty")
 
 
 @dataclass
@@ -35,6 +51,13 @@ class ScoredBatch:
     def mask(self) -> torch.Tensor:
         return self.seqs.response_mask
 
+    @property
+    def student_tokens(self) -> torch.Tensor:
+        """Response tokens the student sampled (all of them unless the teacher wrote a prefix)."""
+        if "teacher_token" in self.extras:
+            return self.mask * (1.0 - self.extras["teacher_token"])
+        return self.mask
+
     def select(self, idx: torch.Tensor) -> "ScoredBatch":
         return ScoredBatch(
             seqs=self.seqs.select(idx), logOld=self.logOld[idx], logT=self.logT[idx],
@@ -45,19 +68,15 @@ class ScoredBatch:
 
 @dataclass
 class StudentOutput:
-    """The current student on a mini-batch: ``logS`` carries the gradient."""
+    """The current student on a mini-batch; both tensors carry the gradient.
 
-    logits: torch.Tensor  # [B, T, V] response-position logits (temperature applied)
+    Computed by the engine in O(n*k) memory (``opdbench.scoring.logprobs_at``): the
+    full-vocabulary log-softmax of the student, at the sampled tokens and, for methods
+    that need ``teacher_topk``, at the teacher's top-k ids.
+    """
+
     logS: torch.Tensor  # [B, T] log-prob of the sampled tokens
-
-    @classmethod
-    def from_logits(cls, logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> "StudentOutput":
-        logits = logits / temperature if temperature != 1.0 else logits
-        return cls(logits=logits, logS=token_logprobs(logits, tokens))
-
-    def logprobs_at(self, ids: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary log-softmax gathered at ``ids`` [B, T, k] (with gradient)."""
-        return torch.gather(torch.log_softmax(self.logits, dim=-1), -1, ids)
+    topk_logS: torch.Tensor | None = None  # [B, T, k] log-prob at extras["topk_ids"]
 
 
 @dataclass(frozen=True)
@@ -90,23 +109,56 @@ class Method:
             raise ConfigError(f"method '{cls.name}' has no hyperparameter '{unknown[0]}'. Valid: {valid}")
         return {**cls.defaults, **overrides}
 
+    # -- what to score -----------------------------------------------------------------
+    @property
+    def topk(self) -> int:
+        """Teacher top-k size (methods that need ``teacher_topk`` set ``defaults['k']``)."""
+        return int(self.hp.get("k", 0))
+
+    @property
+    def reference(self) -> str:
+        """Frozen reference for ``ref_logprobs``: "student" = the initial student, or a
+        model path / hub id (e.g. the teacher's pre-RL base for reward correction)."""
+        return str(self.hp.get("reference", "student"))
+
     # -- hooks ------------------------------------------------------------------------
     def prepare(self, batch: ScoredBatch, progress: Progress) -> None:
         """Compute batch-level quantities (stored in ``batch.extras``) before the updates."""
+
+    def prefix_lengths(self, n: int, max_new_tokens: int, progress: Progress,
+                       generator: torch.Generator) -> list[int]:
+        """Teacher-prefix length of each of ``n`` rollouts (need ``teacher_prefix``)."""
+        raise NotImplementedError(f"method '{self.name}' needs teacher_prefix but has no prefix_lengths")
+
+    def prompt_pool(self, correct_counts: dict[int, int], n_samples: int) -> list[int]:
+        """Training prompt pool from the initial student's correct counts (need ``prompt_difficulty``)."""
+        raise NotImplementedError(f"method '{self.name}' needs prompt_difficulty but has no prompt_pool")
+
+    def difficulty_profile(self) -> dict[str, Any]:
+        """How the engine profiles prompt difficulty: samples per prompt, how many prompts
+        (None: all), and the sampling settings."""
+        raise NotImplementedError(f"method '{self.name}' needs prompt_difficulty but has no difficulty_profile")
 
     def loss(self, mb: ScoredBatch, student: StudentOutput, progress: Progress
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of one mini-batch and per-token diagnostics ({'credit': [B, T], ...})."""
         raise NotImplementedError
 
-    # -- shared helper ----------------------------------------------------------------
+    # -- shared helpers ---------------------------------------------------------------
+    def aggregate(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Reduce per-token losses with the run's ``loss_agg_mode``."""
+        return aggregate(per_token, mask, self.train["loss_agg_mode"])
+
+    def clipped_pg(self, mb: ScoredBatch, student: StudentOutput, advantages: torch.Tensor
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-token PPO-clipped policy-gradient loss with the run's clip settings."""
+        t = self.train
+        return clipped_policy_loss(student.logS, mb.logOld, advantages.detach(), t["clip_ratio_low"],
+                                   t["clip_ratio_high"], t.get("clip_ratio_c"))
+
     def policy_gradient(self, mb: ScoredBatch, student: StudentOutput, advantages: torch.Tensor,
                         mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """PPO-clipped policy-gradient term with the run's clip and aggregation settings."""
-        t = self.train
-        per_token, stats = clipped_policy_loss(
-            student.logS, mb.logOld, advantages.detach(), t["clip_ratio_low"], t["clip_ratio_high"],
-            t.get("clip_ratio_c"),
-        )
-        mask = mb.mask if mask is None else mask
-        return aggregate(per_token, mask, t["loss_agg_mode"]), stats
+        """The aggregated PPO-clipped policy-gradient term over ``mask`` (default: all
+        student-sampled response tokens)."""
+        per_token, stats = self.clipped_pg(mb, student, advantages)
+        return self.aggregate(per_token, mb.student_tokens if mask is None else mask), stats

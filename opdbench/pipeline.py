@@ -111,7 +111,8 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
     from opdbench.evaluation import generate_and_score, summarize
 
     torch.set_num_threads(threads)
-    cfg = config["evaluation"]
+    # Seed k of every model (base or trained) samples with the same evaluation seed.
+    cfg = dict(config["evaluation"], seed=config["evaluation"]["seed"] + int(label.get("seed") or 0))
     task = _task(config, task_name)
     problems = read_jsonl(Path(data_dir) / "eval.jsonl")
     t0 = time.time()

@@ -22,6 +22,11 @@ def register_method(cls):
     name = getattr(cls, "name", "")
     if not name or not isinstance(name, str):
         raise ConfigError(f"{cls.__qualname__} needs a class attribute 'name' to be registered")
+    from opdbench.method import SCORING_NEEDS
+
+    unknown = sorted(set(getattr(cls, "needs", ())) - set(SCORING_NEEDS))
+    if unknown:
+        raise ConfigError(f"method '{name}' needs unknown scoring '{unknown[0]}'. Valid: {', '.join(SCORING_NEEDS)}")
     if name in METHODS and _source(METHODS[name]) != _source(cls):
         raise ConfigError(
             f"method name '{name}' is registered twice: {_source(METHODS[name])} and {_source(cls)}. "

@@ -78,17 +78,17 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[list[int]], n: int, temperature: float, top_p: float,
-           max_new_tokens: int, batch_size: int = 64) -> list[list[int]]:
+           max_new_tokens: int, batch_size: int = 64, top_k: int = 0) -> list[list[int]]:
     """n responses per prompt (rows ordered prompt-major), each cut after its first eos
     (``generate`` pads only after eos, so a row without eos is all sampled tokens).
 
-    Uses ``generate`` (KV cache). top_k is switched off so that the sampling
+    Uses ``generate`` (KV cache). top_k is off by default so that the sampling
     distribution is exactly softmax(logits / temperature) (with top-p when < 1).
     """
     from transformers import GenerationConfig
 
     gen_cfg = GenerationConfig(
-        do_sample=temperature > 0, temperature=max(temperature, 1e-5), top_p=top_p, top_k=0,
+        do_sample=temperature > 0, temperature=max(temperature, 1e-5), top_p=top_p, top_k=top_k,
         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -10,11 +10,27 @@ from pathlib import Path
 import pytest
 import torch
 
+from opdbench.method import ScoredBatch
+from opdbench.rollout import Sequences
+
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 MICRO_CONFIG = REPO / "tests" / "micro_config.yaml"
+METHODS_DIR = REPO / "methods"
+# The base settings a method's loss reads (the rest of `base` is the engine's).
+BASE_TRAIN = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": None, "loss_agg_mode": "token-mean"}
 
 torch.set_num_threads(1)
+
+
+def scored_batch(logOld, logT, mask=None, entropy=None, group=None, **extras) -> ScoredBatch:
+    """A hand-made scored batch: per-token tensors [B, T]; extras as the engine names them."""
+    B, T = logOld.shape
+    mask = torch.ones(B, T) if mask is None else mask
+    ids = torch.zeros((B, T), dtype=torch.long)
+    seqs = Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask)
+    return ScoredBatch(seqs, logOld, logT, torch.zeros(B, T) if entropy is None else entropy,
+                       torch.arange(B) if group is None else group, dict(extras))
 
 
 def snakemake_cmd(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", configfiles=(MICRO_CONFIG,),

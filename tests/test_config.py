@@ -67,6 +67,27 @@ def test_run_records_its_diff_from_base_and_a_stable_hash():
     cfg = bad(variants={"opd_again": {"method": "opd"}})
     a = resolve_run(cfg, "math", "opd", 0, METHODS_DIR)
     b = resolve_run(cfg, "math", "opd_again", 0, METHODS_DIR)
-    assert a["diff_from_base"] == {"method": "opd", "hparams": {}, "train": {}}
+    assert a["diff_from_base"] == {"method": "opd", "hparams": {}, "hparams_changed": {}, "train": {}}
     assert a["train"] == cfg["base"] and a["config_hash"] == resolve_run(cfg, "math", "opd", 0, METHODS_DIR)["config_hash"]
     assert b["method"] == "opd" and b["config_hash"] != a["config_hash"]
+
+
+def test_method_settings_and_variants_are_recorded_as_hyperparameter_changes():
+    cfg = bad(method_settings={"uniopd": {"difficulty_prompts": 64}},
+              variants={"ex15": {"method": "exopd", "lam": 1.5}, "uni_nm": {"method": "uniopd", "margin": "none"}})
+    ex = resolve_run(cfg, "math", "ex15", 0, METHODS_DIR)
+    assert ex["hparams"]["lam"] == 1.5 and ex["diff_from_base"]["hparams_changed"] == {"lam": {"default": 1.25, "run": 1.5}}
+    uni = resolve_run(cfg, "math", "uni_nm", 0, METHODS_DIR)["diff_from_base"]["hparams_changed"]
+    assert uni == {"difficulty_prompts": {"default": None, "run": 64}, "margin": {"default": "spread", "run": "none"}}
+    assert ex["train"] == cfg["base"]  # unified mode: no method touches the shared settings
+    with pytest.raises(ConfigError, match=r"method_settings: unknown method 'unopd'.*Did you mean 'uniopd'"):
+        validate_config(bad(method_settings={"unopd": {}}), METHODS_DIR)
+    with pytest.raises(ConfigError, match=r"method 'tropd' has no hyperparameter 'kk'"):
+        validate_config(bad(method_settings={"tropd": {"kk": 3}}), METHODS_DIR)
+
+
+def test_paper_mode_applies_each_methods_published_settings():
+    cfg = bad(mode="paper")
+    run = resolve_run(cfg, "math", "uniopd", 0, METHODS_DIR)
+    assert run["train"]["clip_ratio_high"] == 0.28 and run["train"]["loss_agg_mode"] == "seq-mean-token-mean"
+    assert run["diff_from_base"]["train"]["clip_ratio_high"] == {"base": 0.2, "run": 0.28}

@@ -1,24 +1,14 @@
 """OPD and its building blocks against values computed by hand (TRL-style analytic tests)."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from opdbench.blocks import aggregate, clipped_policy_loss, log_ratio_credit
-from opdbench.method import Progress, ScoredBatch, StudentOutput
+from opdbench.method import Progress, StudentOutput
 from opdbench.registry import get_method_class
-from opdbench.rollout import Sequences
 
-METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
-BASE = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": None, "loss_agg_mode": "token-mean"}
-
-
-def scored_batch(logOld, logT, mask):
-    B, T = logOld.shape
-    ids = torch.zeros((B, T), dtype=torch.long)
-    seqs = Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask)
-    return ScoredBatch(seqs, logOld, logT, torch.zeros(B, T), torch.arange(B))
+from conftest import BASE_TRAIN as BASE, METHODS_DIR, scored_batch
 
 
 def test_credit_is_detached_log_ratio():
@@ -68,7 +58,7 @@ def test_opd_loss_by_hand_and_gradient_only_through_ratio():
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     batch = scored_batch(logOld, logT, mask)
     logS = logOld.clone().requires_grad_(True)  # on-policy: rho = 1
-    student = StudentOutput(logits=torch.zeros(2, 3, 4), logS=logS)
+    student = StudentOutput(logS=logS)
     loss, diag = method.loss(batch, student, Progress(0, 10))
     R = [[0.5, -1.0, 0.0], [0.1, -1.0, 0.0]]
     assert torch.allclose(diag["credit"], torch.tensor(R))
@@ -85,6 +75,6 @@ def test_opd_teacher_equal_student_gives_zero_loss_and_gradient():
     logOld = torch.log(torch.tensor([[0.3, 0.6]]))
     batch = scored_batch(logOld, logOld.clone(), torch.ones(1, 2))
     logS = logOld.clone().requires_grad_(True)
-    loss, _ = OPD({}, BASE).loss(batch, StudentOutput(torch.zeros(1, 2, 3), logS), Progress(0, 1))
+    loss, _ = OPD({}, BASE).loss(batch, StudentOutput(logS), Progress(0, 1))
     loss.backward()
     assert loss.item() == 0.0 and logS.grad.abs().max().item() == 0.0

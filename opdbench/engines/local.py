@@ -1,9 +1,12 @@
 """The local engine: one process, transformers + torch, CPU or one GPU.
 
-One training step: sample prompts -> student rollouts (n per prompt, KV-cached
-``generate``) -> scoring (behaviour log-probs and entropy of the student, teacher
-log-probs of the sampled tokens, and whatever else the method declares it needs) ->
-the method's loss on each mini-batch -> AdamW step. Every step is seeded from
+One training step: sample prompts (from the method's pool) -> rollouts (the student's,
+after a teacher prefix where the method asks for one; KV-cached ``generate``) ->
+scoring: behaviour log-probs, entropy and ||p||^2 of the student, teacher log-probs of
+the sampled tokens, and only what the method declares it needs (teacher top-k and
+entropy, reference log-probs, verifier outcome) -> the method's loss on each mini-batch
+-> AdamW step. All scoring is chunked over positions (``opdbench.scoring``): O(n*k)
+memory, never the T x V logits of two models at once. Every step is seeded from
 (seed, step), so a run resumed from a checkpoint retraces the uninterrupted run.
 """
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from opdbench.engines import diagnostics
 from opdbench.method import Method, Progress, ScoredBatch, StudentOutput
 from opdbench.models import load_model, load_tokenizer
-from opdbench.rollout import encode_prompts, entropy_from_logits, pack, response_logits, sample, token_logprobs
+from opdbench.rollout import Sequences, encode_prompts, pack, sample
+from opdbench.scoring import hidden_at_responses, logprobs_at, output_projection, score_tokens
 
 CHECKPOINT = "last.pt"
 
@@ -30,26 +35,31 @@ def step_seed(seed: int, step: int, stream: int = 0) -> int:
     return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**31 - 1)
 
 
-def prompt_indices(n_prompts: int, per_step: int, step: int, seed: int) -> list[int]:
-    """Epoch-wise shuffled prompts, a pure function of the step (resume-safe)."""
+# Random streams of a run (see step_seed): one per use, so adding one changes no other.
+STREAM_TORCH, STREAM_PROMPTS, STREAM_MINIBATCH, STREAM_METHOD, STREAM_PREFIX, STREAM_FIXED = range(6)
+
+
+def prompt_indices(pool: list[int], per_step: int, step: int, seed: int) -> list[int]:
+    """Epoch-wise shuffled draws from the prompt pool, a pure function of the step
+    (resume-safe). A prompt that appears twice in the pool is drawn twice per epoch."""
     out: list[int] = []
     start = step * per_step
     while len(out) < per_step:
-        epoch, offset = divmod(start + len(out), n_prompts)
-        perm = torch.randperm(n_prompts, generator=torch.Generator().manual_seed(step_seed(seed, epoch, 1)))
-        out += perm[offset:offset + per_step - len(out)].tolist()
+        epoch, offset = divmod(start + len(out), len(pool))
+        perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(step_seed(seed, epoch, STREAM_PROMPTS)))
+        out += [pool[i] for i in perm[offset:offset + per_step - len(out)].tolist()]
     return out
-
-
-def masked_quantiles(values: torch.Tensor, mask: torch.Tensor, qs=(0.05, 0.25, 0.5, 0.75, 0.95)) -> dict[str, float]:
-    v = values[mask.bool()].float()
-    if v.numel() == 0:
-        return {}
-    return {f"p{int(q * 100):02d}": x for q, x in zip(qs, torch.quantile(v, torch.tensor(qs)).tolist())}
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return ((values * mask).sum() / mask.sum().clamp(min=1)).item()
+
+
+def to_batch_shape(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scatter per-position values [N, ...] of the masked positions back to [B, T, ...]."""
+    out = values.new_zeros(*mask.shape, *values.shape[1:])
+    out[mask] = values
+    return out
 
 
 class LocalEngine:
@@ -57,10 +67,15 @@ class LocalEngine:
                  teacher_ref: str, method: Method, out_dir: Path, device: str = "cpu"):
         self.run, self.cfg, self.task, self.rows = run, run["train"], task, train_rows
         self.method, self.out_dir, self.device = method, Path(out_dir), device
+        self.needs = method.needs
         dtype = self.cfg.get("dtype", "float32")
         self.tokenizer = load_tokenizer(student_ref)
         self.student = load_model(student_ref, dtype=dtype, device=device, trainable=True)
         self.teacher = load_model(teacher_ref, dtype=dtype, device=device)
+        self.reference = None
+        if "ref_logprobs" in self.needs:
+            ref = student_ref if method.reference == "student" else method.reference
+            self.reference = load_model(ref, dtype=dtype, device=device)
         self.prompts = encode_prompts(self.tokenizer, task, train_rows)
         self.optimizer = torch.optim.AdamW(
             self.student.parameters(), lr=self.cfg["lr"], betas=tuple(self.cfg["adam_betas"]),
@@ -109,49 +124,179 @@ class LocalEngine:
         print(f"[engine] resumed from checkpoint at step {step}")
         return step
 
-    # -- one step ---------------------------------------------------------------------
+    # -- state fixed at the start of a run (made from the initial student, kept on disk) --
+    def _fixed(self, name: str, build) -> Any:
+        """Computed once from the initial student and stored next to the checkpoints, so a
+        resumed run reuses it instead of recomputing it from a trained student."""
+        path = self.ckpt_dir / f"{name}.json"
+        if path.exists():
+            state = json.loads(path.read_text())
+            if state["config_hash"] == self.run["config_hash"]:
+                return state["value"]
+        value = build()
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config_hash": self.run["config_hash"], "value": value}))
+        return value
+
+    def prompt_pool(self) -> list[int]:
+        if "prompt_difficulty" not in self.needs:
+            return list(range(len(self.prompts)))
+        counts = self._fixed("difficulty", self.profile_difficulty)
+        spec = self.method.difficulty_profile()
+        pool = self.method.prompt_pool({int(k): v for k, v in counts.items()}, spec["n_samples"])
+        mid = sum(0 < c < spec["n_samples"] for c in counts.values())
+        print(f"[engine] prompt pool: {len(counts)} prompts profiled, {mid} of mid difficulty, pool size {len(pool)}")
+        return pool
+
     @torch.no_grad()
-    def rollout_and_score(self, step: int) -> tuple[ScoredBatch, dict[str, float]]:
-        cfg = self.cfg
-        idx = prompt_indices(len(self.prompts), cfg["prompts_per_step"], step, self.run["seed"])
+    def profile_difficulty(self) -> dict[int, int]:
+        """The initial student's number of correct answers out of n per training prompt."""
+        spec = self.method.difficulty_profile()
+        n, count = spec["n_samples"], spec.get("prompts") or len(self.prompts)
+        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], 0, STREAM_FIXED))
+        torch.manual_seed(step_seed(self.run["seed"], 1, STREAM_FIXED))
+        idx = sorted(torch.randperm(len(self.prompts), generator=gen)[:count].tolist())
+        counts: dict[int, int] = {}
+        batch = max(1, self.cfg["rollout_batch_size"] // n)
+        for start in tqdm(range(0, len(idx), batch), desc="difficulty profile", mininterval=5):
+            chunk = idx[start:start + batch]
+            responses = sample(self.student, self.tokenizer, [self.prompts[i] for i in chunk], n,
+                               spec["temperature"], spec["top_p"], self.cfg["max_new_tokens"],
+                               self.cfg["rollout_batch_size"], top_k=spec["top_k"])
+            texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+            scores = self.task.score_many(texts, [self.rows[i] for i in chunk for _ in range(n)])
+            for j, i in enumerate(chunk):
+                counts[i] = sum(int(s.correct) for s in scores[j * n:(j + 1) * n])
+        return counts
+
+    @torch.no_grad()
+    def retention_samples(self) -> dict[str, list]:
+        """A fixed set of responses of the initial student (REOPOLD Table 2's retention)."""
+        n = self.cfg["retention_samples"]
+        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], 2, STREAM_FIXED))
+        torch.manual_seed(step_seed(self.run["seed"], 3, STREAM_FIXED))
+        idx = torch.randperm(len(self.prompts), generator=gen)[:n].tolist()
+        prompts = [self.prompts[i] for i in idx]
+        responses = sample(self.student, self.tokenizer, prompts, 1, self.cfg["temperature"], self.cfg["top_p"],
+                           self.cfg["max_new_tokens"], self.cfg["rollout_batch_size"])
+        return {"prompts": prompts, "responses": responses}
+
+    @torch.no_grad()
+    def retention(self, fixed: dict[str, list]) -> float:
+        """``Ret = mean_t log pi(o_t)`` of the current student on the fixed samples."""
+        seqs = self._pack(fixed["prompts"], fixed["responses"])
+        logp = self._score(self.student, seqs, self.cfg["temperature"]).logp
+        return logp.mean().item()
+
+    # -- rollouts ---------------------------------------------------------------------
+    def _pack(self, prompts: list[list[int]], responses: list[list[int]]) -> Sequences:
+        return sequences_to_device(pack(prompts, responses, self.tokenizer.pad_token_id), self.device)
+
+    @torch.no_grad()
+    def rollouts(self, prompts: list[list[int]], progress: Progress) -> tuple[list[list[int]], list[int]]:
+        """n rollouts per prompt (prompt-major) and each one's teacher-prefix length."""
+        cfg, n = self.cfg, self.cfg["rollouts_per_prompt"]
+        sample_args = (cfg["temperature"], cfg["top_p"])
+        if "teacher_prefix" not in self.needs:
+            responses = sample(self.student, self.tokenizer, prompts, n, *sample_args, cfg["max_new_tokens"],
+                               cfg["rollout_batch_size"])
+            return responses, [0] * len(responses)
+        expanded = [p for p in prompts for _ in range(n)]
+        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], progress.step, STREAM_PREFIX))
+        lengths = self.method.prefix_lengths(len(expanded), cfg["max_new_tokens"], progress, gen)
+        prefixes: list[list[int]] = [[] for _ in expanded]
+        todo = [i for i, length in enumerate(lengths) if length > 0]
+        if todo:
+            drafts = sample(self.teacher, self.tokenizer, [expanded[i] for i in todo], 1, *sample_args,
+                            max(lengths[i] for i in todo), cfg["rollout_batch_size"])
+            for i, draft in zip(todo, drafts):
+                prefixes[i] = draft[:lengths[i]]  # a draft may end (eos) before its length
+        eos = self.tokenizer.eos_token_id
+        budget = [cfg["max_new_tokens"] - len(p) for p in prefixes]
+        todo = [i for i, p in enumerate(prefixes) if budget[i] > 0 and not (p and p[-1] == eos)]
+        responses = [list(p) for p in prefixes]
+        if todo:
+            conts = sample(self.student, self.tokenizer, [expanded[i] + prefixes[i] for i in todo], 1,
+                           *sample_args, max(budget[i] for i in todo), cfg["rollout_batch_size"])
+            for i, cont in zip(todo, conts):
+                responses[i] += cont[:budget[i]]
+        return responses, [len(p) for p in prefixes]
+
+    # -- scoring ----------------------------------------------------------------------
+    def _score(self, model, seqs: Sequences, temperature: float, **kwargs):
+        """Chunked scores of the response tokens of ``seqs`` under ``model`` ([N] over the
+        response mask; see ``opdbench.scoring.score_tokens``)."""
+        hidden = hidden_at_responses(model, seqs)
+        m = seqs.response_mask.bool()
+        weight, bias = output_projection(model)
+        return score_tokens(hidden[m], weight, bias, seqs.responses[m], temperature=temperature,
+                            chunk=self.cfg.get("scoring_chunk"), **kwargs)
+
+    @torch.no_grad()
+    def rollout_and_score(self, step: int, progress: Progress, pool: list[int]) -> tuple[ScoredBatch, dict[str, float]]:
+        cfg, n = self.cfg, self.cfg["rollouts_per_prompt"]
+        idx = prompt_indices(pool, cfg["prompts_per_step"], step, self.run["seed"])
         prompts = [self.prompts[i] for i in idx]
         t0 = time.time()
-        responses = sample(self.student, self.tokenizer, prompts, cfg["rollouts_per_prompt"],
-                           cfg["temperature"], cfg["top_p"], cfg["max_new_tokens"], cfg["rollout_batch_size"])
+        responses, prefix_lengths = self.rollouts(prompts, progress)
         t1 = time.time()
-        n = cfg["rollouts_per_prompt"]
-        seqs = pack([p for p in prompts for _ in range(n)], responses, self.tokenizer.pad_token_id)
-        seqs = sequences_to_device(seqs, self.device)
-        student_logits = response_logits(self.student, seqs) / cfg["temperature"]
-        logOld = token_logprobs(student_logits, seqs.responses)
-        entropy = entropy_from_logits(student_logits)
-        del student_logits
+        seqs = self._pack([p for p in prompts for _ in range(n)], responses)
+        m = seqs.response_mask.bool()
+        s = self._score(self.student, seqs, cfg["temperature"], entropy=True, sq_norm=True)
         t2 = time.time()
-        logT = token_logprobs(response_logits(self.teacher, seqs), seqs.responses)
+        # The teacher at temperature 1; its entropy at the rollout temperature (EOPD).
+        tch = self._score(self.teacher, seqs, 1.0, topk=self.method.topk if "teacher_topk" in self.needs else 0,
+                          entropy="teacher_entropy" in self.needs, entropy_temperature=cfg["temperature"])
         group = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
-        batch = ScoredBatch(seqs, logOld, logT, entropy, group)
-        if "outcome" in self.method.needs:
+        batch = ScoredBatch(seqs, to_batch_shape(s.logp, m), to_batch_shape(tch.logp, m),
+                            to_batch_shape(s.entropy, m), group, {"sq_norm": to_batch_shape(s.sq_norm, m)})
+        if "teacher_topk" in self.needs:
+            batch.extras["topk_ids"] = to_batch_shape(tch.topk_ids, m)
+            batch.extras["topk_logT"] = to_batch_shape(tch.topk_logp, m)
+        if "teacher_entropy" in self.needs:
+            batch.extras["teacher_entropy"] = to_batch_shape(tch.entropy, m)
+        if "teacher_prefix" in self.needs:
+            positions = torch.arange(seqs.response_length, device=self.device)
+            lengths = torch.tensor(prefix_lengths, device=self.device)
+            batch.extras["teacher_token"] = (positions[None, :] < lengths[:, None]).float() * seqs.response_mask
+        t3 = time.time()
+        if self.reference is not None:  # the reference gives the implicit reward's baseline, at temperature 1
+            batch.extras["logRef"] = to_batch_shape(self._score(self.reference, seqs, 1.0).logp, m)
+        if "outcome" in self.needs:
             texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
             problems = [self.rows[i] for i in idx for _ in range(n)]
-            batch.extras["outcome"] = torch.tensor([float(s.correct) for s in self.task.score_many(texts, problems)])
-        t3 = time.time()
+            batch.extras["outcome"] = torch.tensor([float(s.correct) for s in self.task.score_many(texts, problems)],
+                                                   device=self.device)
+        t4 = time.time()
         return batch, {"seconds_generation": t1 - t0, "seconds_student_scoring": t2 - t1,
-                       "seconds_teacher": t3 - t2}
+                       "seconds_teacher": t3 - t2, "seconds_reference_and_verifier": t4 - t3}
 
+    def student_output(self, mb: ScoredBatch) -> StudentOutput:
+        """The current student's log-probs (with gradient) at the sampled tokens and, for
+        ``teacher_topk``, at the teacher's top-k ids; chunked, O(n*k) memory."""
+        hidden = hidden_at_responses(self.student, mb.seqs)
+        m = mb.mask.bool()
+        ids = mb.seqs.responses[m][:, None]
+        if "topk_ids" in mb.extras:
+            ids = torch.cat([ids, mb.extras["topk_ids"][m]], dim=-1)
+        weight, bias = output_projection(self.student)
+        logp = logprobs_at(hidden[m], weight, bias, ids, self.cfg["temperature"], self.cfg.get("scoring_chunk"))
+        logp = to_batch_shape(logp, m)
+        return StudentOutput(logS=logp[..., 0], topk_logS=logp[..., 1:] if ids.shape[1] > 1 else None)
+
+    # -- update -----------------------------------------------------------------------
     def update(self, batch: ScoredBatch, progress: Progress) -> dict[str, Any]:
         cfg = self.cfg
         self.method.prepare(batch, progress)
         B = batch.logOld.shape[0]
-        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], progress.step, 2))
+        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], progress.step, STREAM_MINIBATCH))
         losses, grad_norms, per_token = [], [], []
         self.student.train()
         for _ in range(cfg["ppo_epochs"]):
             perm = torch.randperm(B, generator=gen)
             for start in range(0, B, cfg["mini_batch_size"]):
                 mb = batch.select(perm[start:start + cfg["mini_batch_size"]].to(self.device))
-                out = StudentOutput.from_logits(response_logits(self.student, mb.seqs), mb.seqs.responses,
-                                                cfg["temperature"])
-                loss, diag = self.method.loss(mb, out, progress)
+                loss, diag = self.method.loss(mb, self.student_output(mb), progress)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norms.append(torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg["grad_clip"]).item())
@@ -161,31 +306,39 @@ class LocalEngine:
                 per_token.append((mb.mask, {k: v.detach() for k, v in diag.items()}))
         metrics: dict[str, Any] = {"loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
                                    "lr": self.scheduler.get_last_lr()[0]}
-        for key in per_token[0][1]:
+        for key in per_token[0][1]:  # the method's per-token diagnostics, averaged over response tokens
             num = sum((d[key] * m).sum() for m, d in per_token)
             den = sum(m.sum() for m, _ in per_token)
             metrics[f"{key}_mean"] = (num / den.clamp(min=1)).item()
-        credit = batch.extras["credit"] if "credit" in batch.extras else batch.logT - batch.logOld
-        metrics.update({f"credit_{k}": v for k, v in masked_quantiles(credit, batch.mask).items()})
+        metrics.update(diagnostics.credit_diagnostics(batch))
         return metrics
 
     def train(self) -> list[dict[str, Any]]:
         cfg = self.cfg
         start = self.load_checkpoint()
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        pool = self.prompt_pool()
+        fixed = self._fixed("retention_samples", self.retention_samples) if cfg["retention_samples"] else None
         bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"],
                    desc=f"train {self.run['run_name']} seed {self.run['seed']}", mininterval=5)
         for step in bar:
-            torch.manual_seed(step_seed(self.run["seed"], step))
+            torch.manual_seed(step_seed(self.run["seed"], step, STREAM_TORCH))
             progress = Progress(step, cfg["steps"])
-            batch, timing = self.rollout_and_score(step)
+            metrics: dict[str, Any] = {"step": step}
+            if fixed and (step % cfg["retention_every"] == 0 or step == cfg["steps"] - 1):
+                metrics["retention"] = self.retention(fixed)  # before this step's update
+            batch, timing = self.rollout_and_score(step, progress, pool)
             t0 = time.time()
-            metrics = self.update(batch, progress)
+            metrics.update(self.update(batch, progress))
             mask = batch.mask
-            metrics.update(timing, step=step, seconds_update=time.time() - t0,
+            metrics.update(timing, seconds_update=time.time() - t0,
                            entropy=masked_mean(batch.entropy, mask),
-                           reverse_kl=masked_mean(batch.logOld - batch.logT, mask),
+                           reverse_kl=masked_mean(batch.logOld - batch.logT, batch.student_tokens),
                            response_length=mask.sum(-1).mean().item())
+            if "teacher_token" in batch.extras:
+                metrics["teacher_token_fraction"] = masked_mean(batch.extras["teacher_token"], mask)
+            if "outcome" in batch.extras:
+                metrics["train_accuracy"] = batch.extras["outcome"].mean().item()
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", rkl=f"{metrics['reverse_kl']:.3f}")
@@ -199,9 +352,9 @@ class LocalEngine:
         self.tokenizer.save_pretrained(model_dir)
 
 
-def sequences_to_device(seqs, device: str):
+def sequences_to_device(seqs: Sequences, device: str) -> Sequences:
     """Move packed sequences to the training device (a no-op on CPU)."""
     if device == "cpu":
         return seqs
-    return type(seqs)(*(t.to(device) for t in (seqs.input_ids, seqs.attention_mask, seqs.position_ids,
-                                                 seqs.responses, seqs.response_mask)))
+    return Sequences(*(t.to(device) for t in (seqs.input_ids, seqs.attention_mask, seqs.position_ids,
+                                              seqs.responses, seqs.response_mask)))

@@ -27,8 +27,11 @@ wildcard_constraints:
 
 
 def eval_targets(task):
-    """Every model evaluated for a task: the base student, the teacher, each run x seed."""
-    tags = ["base/student", "base/teacher"] + [f"{run}/seed{seed}" for run in RUNS for seed in SEEDS]
+    """Every model evaluated for a task: the base student, the teacher and each run, per
+    seed. Seed k's evaluation samples with seed evaluation.seed + k for every model, so
+    the base rows carry the same sampling noise as the runs they are compared with."""
+    models = ["base/student", "base/teacher"] + RUNS
+    tags = [f"{model}/seed{seed}" for model in models for seed in SEEDS]
     return [f"{RESULTS}/eval/{task}/{tag}/metrics.json" for tag in tags]
 
 
@@ -37,8 +40,8 @@ def leaderboard_outputs():
 
 
 def model_to_evaluate(wildcards):
-    """base/<role> is a model built for the task; <run>/seed<k> a trained student."""
+    """base/<role>/seed<k> is a model built for the task; <run>/seed<k> a trained student."""
     if wildcards.model.startswith("base/"):
-        role = wildcards.model.split("/", 1)[1]
+        role = wildcards.model.split("/")[1]
         return f"{RESULTS}/models/{wildcards.task}/{role}/model.json"
     return f"{RESULTS}/train/{wildcards.task}/{wildcards.model}/model/model.json"

@@ -9,7 +9,7 @@ rule evaluate:
     log:
         f"{RESULTS}/logs/eval/{{task}}/{{model}}.log",
     wildcard_constraints:
-        model=r"base/(teacher|student)|[A-Za-z0-9_.-]+/seed\d+",
+        model=r"(base/(teacher|student)|[A-Za-z0-9_.-]+)/seed\d+",
     threads: config["threads"]
     conda:
         ENV

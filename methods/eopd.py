@@ -1,0 +1,38 @@
+"""Entropy-aware on-policy distillation (EOPD; Jin et al. 2026, arXiv 2603.07079, official
+verl fork as read in shared/METHODS.md).
+
+OPD's sampled-token reverse KL everywhere, plus a top-k forward KL at the positions where
+the teacher is uncertain (its entropy over the full vocabulary is at least tau):
+
+    L = L_RKL + alpha * sum_t 1[H_T,t >= tau] * FKL_t / N_valid
+    FKL_t = sum_{v in TopK_T} pT~(v) * (log pT~(v) - log pS(v))
+
+L_RKL is the PPO-clipped policy gradient with advantage R = sg(logT - logOld) (the base
+config's clip and aggregation); pT~ is the teacher renormalised over its top-k; log pS(v)
+is the student's full-vocabulary log-softmax at those ids (not renormalised). The FKL
+term has a direct gradient and is a token mean over all valid tokens (N_valid), as in
+the official code. tau = infinity recovers OPD.
+"""
+import math
+
+from opdbench.blocks import aggregate, log_ratio_credit, topk_forward_kl
+from opdbench.method import Method
+from opdbench.registry import register_method
+
+
+@register_method
+class EOPD(Method):
+    name = "eopd"
+    needs = frozenset({"teacher_topk", "teacher_entropy"})
+    defaults = {"tau": 0.8, "alpha": 1.0, "k": 16}  # paper: k 16 (the repo README says 32)
+    paper_settings = {"rollouts_per_prompt": 1, "prompts_per_step": 128, "mini_batch_size": 32, "lr": 3.0e-6,
+                      "lr_schedule": "cosine", "max_new_tokens": 4096, "temperature": 1.0}
+
+    def loss(self, mb, student, progress):
+        credit = log_ratio_credit(mb.logT, mb.logOld)
+        rkl, stats = self.policy_gradient(mb, student, advantages=credit)
+        tau = float(self.hp["tau"])
+        uncertain = (mb.extras["teacher_entropy"] >= tau).float() if math.isfinite(tau) else mb.logT * 0.0
+        fkl = topk_forward_kl(mb.extras["topk_logT"], student.topk_logS, renormalize=True)
+        loss = rkl + self.hp["alpha"] * aggregate(uncertain * fkl, mb.mask, "token-mean")
+        return loss, {"credit": credit, "fkl_token": uncertain, "fkl": fkl, **stats}

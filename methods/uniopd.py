@@ -1,0 +1,66 @@
+"""Uni-OPD (arXiv 2605.03677; official code WenjinHou/Uni-OPD, as read in
+shared/METHODS.md): OPD with outcome-guided margin calibration and two data balances.
+
+- Base advantage ``A = R = sg(logT - logOld)``; tokens with ``|logOld - logT| >= 10`` are masked.
+- Margin calibration (needs the verifier's outcome per rollout, G >= 2): ``G_i`` = mean
+  token advantage of rollout i; in every prompt group with both correct and incorrect
+  rollouts, if ``gap = mean_correct G - mean_incorrect G < delta`` then ``d = delta - gap``
+  is split over the group: "spread" adds +d/2 to correct and -d/2 to incorrect rollouts
+  (text, delta 0.4); "lift" adds +d to correct ones (multimodal, delta 0); "minmax" uses
+  the margin ``min_correct G - max_incorrect G`` and spreads; "none" switches it off.
+- Online correctness balance: in each mixed group, random majority-class rollouts are
+  dropped (loss mask 0) until correct:incorrect = 1:1.
+- Offline difficulty balance: before training the initial student samples 8 responses
+  per prompt (T 1.0, top-p 0.95, top-k 50); prompts it solves 1..7 times are upsampled.
+  The factor is not published: default 2 (each mid-difficulty prompt appears twice per
+  epoch), the smallest factor that upsamples. ``difficulty_prompts`` profiles a random
+  subset of that size (null: every prompt, the paper) and trains on that subset.
+- Loss: PPO clip (paper eps 0.2 / 0.28) with seq-mean-token-mean aggregation (paper
+  settings); calibration and balance act on whole groups, so they run once per rollout
+  batch in ``prepare``.
+"""
+import torch
+
+from opdbench.blocks import correctness_balance, difficulty_upsample, log_ratio_credit, margin_calibration, outlier_gap_mask
+from opdbench.method import Method
+from opdbench.registry import register_method
+
+
+@register_method
+class UniOPD(Method):
+    name = "uniopd"
+    needs = frozenset({"outcome", "prompt_difficulty"})
+    defaults = {"delta": 0.4, "margin": "spread", "max_gap": 10.0, "online_balance": True,
+                "offline_balance": True, "difficulty_samples": 8, "difficulty_prompts": None, "upsample": 2}
+    paper_settings = {"prompts_per_step": 64, "rollouts_per_prompt": 16, "lr": 1.0e-6, "lr_schedule": "constant",
+                      "max_new_tokens": 16384, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28,
+                      "loss_agg_mode": "seq-mean-token-mean"}
+
+    def difficulty_profile(self):
+        return {"n_samples": self.hp["difficulty_samples"], "prompts": self.hp["difficulty_prompts"],
+                "temperature": 1.0, "top_p": 0.95, "top_k": 50}
+
+    def prompt_pool(self, correct_counts, n_samples):
+        factor = self.hp["upsample"] if self.hp["offline_balance"] else 1
+        return difficulty_upsample(correct_counts, n_samples, factor)
+
+    def prepare(self, batch, progress):
+        tokens = batch.student_tokens * outlier_gap_mask(batch.logOld, batch.logT, self.hp["max_gap"])
+        adv = log_ratio_credit(batch.logT, batch.logOld)
+        outcome = batch.extras["outcome"]
+        shift = torch.zeros_like(outcome)
+        if self.hp["margin"] != "none":
+            adv, shift = margin_calibration(adv, tokens, batch.group, outcome, self.hp["delta"], self.hp["margin"])
+        keep = torch.ones_like(outcome)
+        if self.hp["online_balance"]:
+            gen = torch.Generator().manual_seed(self.seed * 7_919 + progress.step)
+            keep = correctness_balance(batch.group, outcome, gen)
+        batch.extras.update(advantage=adv, loss_tokens=tokens * keep[:, None], margin_shift=shift)
+
+    def loss(self, mb, student, progress):
+        keep = mb.extras["loss_tokens"]
+        loss, stats = self.policy_gradient(mb, student, advantages=mb.extras["advantage"], mask=keep)
+        credit = log_ratio_credit(mb.logT, mb.logOld)
+        shift = mb.extras["margin_shift"][:, None].expand_as(credit)
+        return loss, {"credit": credit, "advantage": mb.extras["advantage"], "kept": keep,
+                      "margin_shift": shift, **stats}
