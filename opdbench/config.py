@@ -89,7 +89,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
             methods[name].resolve_hparams(overrides)
         for name in config["methods"]:
             if name not in methods and name not in config["variants"]:
-                raise unknown_name_error("method", name, list(methods) + list(config["variants"]))
+                raise unknown_name_error("method", name, methods, also={"variants": config["variants"]})
     base = config["base"]
     batch = base["prompts_per_step"] * base["rollouts_per_prompt"]
     if batch % base["mini_batch_size"]:

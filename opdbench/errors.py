@@ -9,8 +9,14 @@ class ConfigError(ValueError):
     """A bad config value, an unknown name, a duplicate registration."""
 
 
-def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> ConfigError:
+def unknown_name_error(kind: str, name: str, valid: Iterable[str], also: dict[str, Iterable[str]] | None = None
+                       ) -> ConfigError:
+    """``unknown <kind> 'x'. Did you mean 'y'? Valid <kind>s: ...`` (plus, e.g., the
+    config's variants under their own heading, from ``also``)."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(str(name), valid, n=1)
+    also = {k: sorted(v) for k, v in (also or {}).items() if v}
+    candidates = valid + [n for names in also.values() for n in names]
+    close = difflib.get_close_matches(str(name), candidates, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid) or '(none)'}")
+    extra = "".join(f"; {k}: {', '.join(v)}" for k, v in also.items())
+    return ConfigError(f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid) or '(none)'}{extra}")

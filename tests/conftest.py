@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from opdbench.method import ScoredBatch
+from opdbench.models import build_tiny_model, train_tokenizer
 from opdbench.rollout import Sequences
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +32,16 @@ def scored_batch(logOld, logT, mask=None, entropy=None, group=None, **extras) ->
     seqs = Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask)
     return ScoredBatch(seqs, logOld, logT, torch.zeros(B, T) if entropy is None else entropy,
                        torch.arange(B) if group is None else group, dict(extras))
+
+
+def tiny(tmp_path):
+    """A 2-layer Qwen2 with a BPE tokenizer trained on a few sentences (untrained weights)."""
+    texts = ["Ann has 3 pens. How many pens does Ann have now?", "3 + 4 = 7. The answer is \\boxed{7}.",
+             "user", "assistant"] * 20
+    tok = train_tokenizer(texts, 300, tmp_path / "tok")
+    model = build_tiny_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                              "num_attention_heads": 2}, tok, seed=0)
+    return tok, model.eval()
 
 
 def snakemake_cmd(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", configfiles=(MICRO_CONFIG,),

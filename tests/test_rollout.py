@@ -3,17 +3,9 @@ the log-probs of the sampling distribution inside ``generate`` (left padding inc
 import torch
 from transformers import GenerationConfig
 
-from opdbench.models import build_tiny_model, train_tokenizer
 from opdbench.rollout import pack, response_logits, sample, token_logprobs
 
-
-def tiny(tmp_path):
-    texts = ["Ann has 3 pens. How many pens does Ann have now?", "3 + 4 = 7. The answer is \\boxed{7}.",
-             "user", "assistant"] * 20
-    tok = train_tokenizer(texts, 300, tmp_path / "tok")
-    model = build_tiny_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                              "num_attention_heads": 2}, tok, seed=0)
-    return tok, model.eval()
+from conftest import tiny
 
 
 def test_pack_layout():

@@ -1,7 +1,9 @@
 """The DAG end to end at micro scale: outputs, provenance, lint, dry-run, bad config,
 and a killed training job that resumes from its checkpoint."""
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -15,17 +17,20 @@ from conftest import MICRO_CONFIG, REPO, run_snakemake, snakemake_cmd
 pytestmark = pytest.mark.slow
 
 
+ALL_METHODS = ("opd", "eopd", "reopold", "exopd", "uniopd", "tropd")
+
+
 def test_leaderboard_and_provenance(micro_workflow):
     md = (micro_workflow / "leaderboard.md").read_text()
-    for row in ("base student", "teacher", "| 1 | opd | 2 |"):
-        assert row in md
+    for row in ("| base student | 2 |", "| teacher | 2 |", *(f"| {m} | 2 |" for m in ALL_METHODS)):
+        assert row in md, row
     assert "math_id Avg@2" in md and "math_long Pass@2" in md
     metrics = json.loads((micro_workflow / "eval/math/opd/seed1/metrics.json").read_text())
     for key in ("code_version", "dataset_hash", "decoding", "model_config_hash", "diff_from_base"):
         assert metrics[key] is not None, key
     assert metrics["decoding"]["n_samples"] == 2 and metrics["benchmarks"]["math_id"]["problems"] == 8
     run = json.loads((micro_workflow / "train/math/opd/seed1/run.json").read_text())
-    assert run["diff_from_base"] == {"method": "opd", "hparams": {}, "train": {}}
+    assert run["diff_from_base"] == {"method": "opd", "hparams": {}, "hparams_changed": {}, "train": {}}
     steps = [json.loads(line) for line in (micro_workflow / "train/math/opd/seed1/metrics.jsonl").open()]
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     for key in ("loss", "credit_mean", "credit_p05", "credit_p95", "entropy", "response_length", "grad_norm",
@@ -34,6 +39,32 @@ def test_leaderboard_and_provenance(micro_workflow):
     samples = [json.loads(line) for line in (micro_workflow / "eval/math/opd/seed1/samples.jsonl").open()]
     assert len(samples) == 2 * 16 and {"benchmark", "id", "sample", "response", "answer", "correct", "tokens"} <= set(samples[0])
     assert not (micro_workflow / "train/math/opd/seed1/checkpoints").exists()
+    base = json.loads((micro_workflow / "eval/math/base/student/seed1/metrics.json").read_text())
+    assert base["decoding"]["seed"] == metrics["decoding"]["seed"] == 1235  # paired with the runs' seed 1
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_every_method_logs_the_shared_diagnostics(micro_workflow, name):
+    steps = [json.loads(line) for line in (micro_workflow / f"train/math/{name}/seed0/metrics.jsonl").open()]
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    for s in steps:
+        assert sum(s["credit_hist"]) > 0 and 0 <= s["energy_share_bottom1"] <= s["energy_share_bottom10"] <= 1
+        assert s["entropy"] >= 0 and math.isfinite(s["loss"])
+    assert [s["step"] for s in steps if "retention" in s] == [0, 2, 3]
+    assert all(s["retention"] < 0 for s in steps if "retention" in s)
+
+
+def test_method_specific_scoring_reached_the_methods(micro_workflow):
+    def steps(name):
+        return [json.loads(line) for line in (micro_workflow / f"train/math/{name}/seed0/metrics.jsonl").open()]
+
+    tropd = steps("tropd")
+    assert tropd[0]["teacher_token_fraction"] > tropd[-1]["teacher_token_fraction"]  # cosine-annealed prefixes
+    assert 0 < tropd[0]["trust_mean"] <= 1
+    assert "train_accuracy" in steps("uniopd")[0] and "kept_mean" in steps("reopold")[0]
+    assert "fkl_token_mean" in steps("eopd")[0]
+    log = (micro_workflow / "logs/train/math_uniopd_seed0.log").read_text()
+    assert "prompt pool: 8 prompts profiled" in log
 
 
 def test_lint_and_dry_run(tmp_path):
@@ -50,7 +81,8 @@ def test_misspelled_method_stops_the_workflow_at_start(tmp_path):
     proc = run_snakemake(tmp_path, "-n", configfiles=(MICRO_CONFIG, bad), check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "unknown method 'odp'" in out and "Valid methods: opd" in out
+    assert "unknown method 'odp'" in out and "Did you mean 'opd'?" in out
+    assert "Valid methods: eopd, exopd, opd, reopold, tropd, uniopd; variants: clip_outlier," in out
 
 
 def _training_pids(marker: str) -> list[int]:
@@ -73,7 +105,8 @@ def _comparable(metrics_path: Path) -> list[dict]:
 
 def test_killed_training_resumes_from_checkpoint(micro_workflow):
     workdir = micro_workflow.parent.parent
-    run_dir = micro_workflow / "train/math/opd/seed7"
+    # TrOPD: every source of randomness (teacher prefixes, Bernoulli trust masks) must replay.
+    run_dir = micro_workflow / "train/math/tropd/seed7"
     target = str(run_dir.relative_to(workdir) / "run.json")
     configs = (MICRO_CONFIG, REPO / "tests" / "resume_config.yaml")
     proc = subprocess.Popen(snakemake_cmd(workdir, target, configfiles=configs, cores=1),
@@ -96,7 +129,7 @@ def test_killed_training_resumes_from_checkpoint(micro_workflow):
     assert 0 < saved < 40
 
     resumed = run_snakemake(workdir, target, configfiles=configs)
-    log = (micro_workflow / "logs/train/math_opd_seed7.log").read_text()
+    log = (micro_workflow / "logs/train/math_tropd_seed7.log").read_text()
     assert f"resumed from checkpoint at step {saved}" in log, resumed.stdout[-2000:]
     resumed_metrics = _comparable(run_dir / "metrics.jsonl")
     assert [r["step"] for r in resumed_metrics] == list(range(40))
@@ -107,3 +140,45 @@ def test_killed_training_resumes_from_checkpoint(micro_workflow):
     run_snakemake(workdir, target, configfiles=configs)
     assert _comparable(run_dir / "metrics.jsonl") == resumed_metrics
     assert (run_dir / "model" / "model.safetensors").read_bytes() == resumed_weights
+
+
+PLUGIN = '''
+from opdbench.blocks import log_ratio_credit
+from opdbench.method import Method
+from opdbench.registry import register_method
+
+
+@register_method
+class HalfOPD(Method):
+    """OPD with half the credit: a throwaway method for the plugin test."""
+    name = "half_opd"
+    defaults = {"scale": 0.5}
+
+    def loss(self, mb, student, progress):
+        credit = self.hp["scale"] * log_ratio_credit(mb.logT, mb.logOld)
+        loss, stats = self.policy_gradient(mb, student, advantages=credit)
+        return loss, {"credit": credit, **stats}
+'''
+
+
+def test_a_new_method_file_joins_the_dag_and_the_leaderboard(tmp_path):
+    """Adding methods/<name>.py is the whole change: no rule, config key or registry edit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "Snakefile", repo)
+    for folder in ("workflow", "config", "methods", "envs", "profiles"):
+        shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "methods" / "half_opd.py").write_text(PLUGIN)
+    overlay = tmp_path / "plugin.yaml"
+    overlay.write_text("methods: [opd, half_opd]\nseeds: [0]\n")
+    configs = (MICRO_CONFIG, overlay)
+    dry = run_snakemake(tmp_path, "-n", snakefile=repo / "Snakefile", configfiles=configs)
+    assert "half_opd" in dry.stdout
+    run_snakemake(tmp_path, snakefile=repo / "Snakefile", configfiles=configs)
+    md = (tmp_path / "results/micro/leaderboard.md").read_text()
+    assert "| half_opd | 1 |" in md and "| opd | 1 |" in md
+    run = json.loads((tmp_path / "results/micro/train/math/half_opd/seed0/run.json").read_text())
+    assert run["run"]["hparams"] == {"scale": 0.5}
+    (repo / "methods" / "half_opd_copy.py").write_text(PLUGIN)
+    dup = run_snakemake(tmp_path, "-n", snakefile=repo / "Snakefile", configfiles=configs, check=False)
+    assert dup.returncode != 0 and "registered twice" in dup.stdout + dup.stderr

@@ -18,6 +18,7 @@ def topk_forward_kl(topk_logT: torch.Tensor, topk_logS: torch.Tensor, renormaliz
     ``False`` uses the raw top-k probabilities (TrOPD Eq. 7). The student's log-probs are
     never renormalised.
     """
+    topk_logT = topk_logT.detach()  # the teacher is a fixed target
     logT = torch.log_softmax(topk_logT, dim=-1) if renormalize else topk_logT
     pT = logT.exp()
     return (pT * (logT - topk_logS)).sum(-1)
@@ -26,6 +27,7 @@ def topk_forward_kl(topk_logT: torch.Tensor, topk_logS: torch.Tensor, renormaliz
 def topk_jsd_forward_term(topk_logT: torch.Tensor, topk_logS: torch.Tensor, beta: float) -> torch.Tensor:
     """``beta * sum_{v in TopK_T} pT(v) log(pT(v) / pM(v))`` with ``pM = beta pT + (1-beta) pS``
     (TrOPD Eq. 4, its forward part), differentiable through pS."""
+    topk_logT = topk_logT.detach()
     pT = topk_logT.exp()
     logM = torch.logaddexp(topk_logT + math.log(beta), topk_logS + math.log1p(-beta))
     return beta * (pT * (topk_logT - logM)).sum(-1)
@@ -34,6 +36,7 @@ def topk_jsd_forward_term(topk_logT: torch.Tensor, topk_logS: torch.Tensor, beta
 def jsd_reverse_credit(logT: torch.Tensor, logOld: torch.Tensor, beta: float) -> torch.Tensor:
     """The sampled-token part of TrOPD Eq. 4 as a credit: ``-(1-beta) log(pS(x)/pM(x))``,
     detached (a reward, optimised through the policy gradient like R)."""
+    logT, logOld = logT.detach(), logOld.detach()
     logM = torch.logaddexp(logT + math.log(beta), logOld + math.log1p(-beta))
     return (-(1.0 - beta) * (logOld - logM)).detach()
 
