@@ -49,6 +49,6 @@ def train_sft(model, tokenizer, task, rows: list[dict[str, Any]], cfg: dict[str,
         sched.step()
         if step % 50 == 0 or step == cfg["steps"] - 1:
             curve.append({"step": step, "loss": loss.item(), "seconds": time.time() - t0})
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
     return curve

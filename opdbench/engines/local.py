@@ -341,7 +341,7 @@ class LocalEngine:
                 metrics["train_accuracy"] = batch.extras["outcome"].mean().item()
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", rkl=f"{metrics['reverse_kl']:.3f}")
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", rkl=f"{metrics['reverse_kl']:.3f}", refresh=False)
             if (step + 1) % cfg["checkpoint_every"] == 0 and step + 1 < cfg["steps"]:
                 self.save_checkpoint(step + 1)
         return [json.loads(r) for r in self.metrics_path.read_text().splitlines()]
