@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -182,3 +183,16 @@ def test_a_new_method_file_joins_the_dag_and_the_leaderboard(tmp_path):
     (repo / "methods" / "half_opd_copy.py").write_text(PLUGIN)
     dup = run_snakemake(tmp_path, "-n", snakefile=repo / "Snakefile", configfiles=configs, check=False)
     assert dup.returncode != 0 and "registered twice" in dup.stdout + dup.stderr
+
+
+def test_distillation_budget_probe_runs_on_the_workflows_models(micro_workflow):
+    workdir = micro_workflow.parent.parent
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "distillation_budget.py"), "--configfile",
+                           str(MICRO_CONFIG), "--steps", "2", "--methods", "opd", "--eval-seeds", "1"],
+                          cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if "math_id" in line]
+    assert len(lines) == 3 and lines[0].strip().startswith("base student") and "gold SFT" in lines[1]
+    base = json.loads((micro_workflow / "probes/math/base/eval_seed1.json").read_text())
+    reference = json.loads((micro_workflow / "eval/math/base/student/seed1/metrics.json").read_text())
+    assert base["benchmarks"] == reference["benchmarks"]  # the probe evaluates exactly as the workflow does
