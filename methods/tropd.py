@@ -64,8 +64,7 @@ class TrOPD(Method):
     def prepare(self, batch, progress):
         credit = log_ratio_credit(batch.logT, batch.logOld)
         if self.hp["region"] == "adaptive":
-            gen = torch.Generator().manual_seed(self.seed * 7_919 + progress.step)
-            trust, _ = trust_region_mask(credit, gen)
+            trust, _ = trust_region_mask(credit, self.generator(progress))
         elif self.hp["region"] == "threshold":
             trust = threshold_mask(credit, self.hp["tau"])
         else:

@@ -53,8 +53,7 @@ class UniOPD(Method):
             adv, shift = margin_calibration(adv, tokens, batch.group, outcome, self.hp["delta"], self.hp["margin"])
         keep = torch.ones_like(outcome)
         if self.hp["online_balance"]:
-            gen = torch.Generator().manual_seed(self.seed * 7_919 + progress.step)
-            keep = correctness_balance(batch.group, outcome, gen)
+            keep = correctness_balance(batch.group, outcome, self.generator(progress))
         batch.extras.update(advantage=adv, loss_tokens=tokens * keep[:, None], margin_shift=shift)
 
     def loss(self, mb, student, progress):
