@@ -148,7 +148,7 @@ class Method:
     def generator(self, progress: Progress) -> torch.Generator:
         """The method's own random stream at this step (Bernoulli masks, dropped rollouts):
         a function of (run seed, step), so a resumed run redraws exactly the same."""
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + progress.step * 7_919 + 524_287) % (2**31 - 1))
+        return torch.Generator().manual_seed(self.seed * 7_919 + progress.step)
 
     def aggregate(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Reduce per-token losses with the run's ``loss_agg_mode``."""
