@@ -41,14 +41,9 @@ class TrOPD(Method):
     needs = frozenset({"teacher_topk", "teacher_prefix"})
     defaults = {"k": 64, "beta": 0.001, "region": "adaptive", "outlier": "fkl", "tau": floor_value(0.3),
                 "jsd_beta": 0.5, "guidance": True, "max_prefix_fraction": 1.0}
+    choices = {"region": REGIONS, "outlier": OUTLIERS}
     paper_settings = {"steps": 200, "lr": 5.0e-6, "lr_schedule": "constant", "prompts_per_step": 128,
                       "rollouts_per_prompt": 4, "max_new_tokens": 8096}
-
-    def __init__(self, hparams=None, train=None, seed=0):
-        super().__init__(hparams, train, seed)
-        for key, valid in (("region", REGIONS), ("outlier", OUTLIERS)):
-            if self.hp[key] not in valid:
-                raise ValueError(f"tropd: unknown {key} '{self.hp[key]}'; valid: {', '.join(valid)}")
 
     def max_prefix(self, max_new_tokens: int, progress) -> int:
         """Cosine annealing of the maximum prefix length from the full length to 0."""

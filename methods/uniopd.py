@@ -21,7 +21,8 @@ shared/METHODS.md): OPD with outcome-guided margin calibration and two data bala
 """
 import torch
 
-from opdbench.blocks import correctness_balance, difficulty_upsample, log_ratio_credit, margin_calibration, outlier_gap_mask
+from opdbench.blocks import (MARGIN_MODES, correctness_balance, difficulty_upsample, log_ratio_credit,
+                             margin_calibration, outlier_gap_mask)
 from opdbench.method import Method
 from opdbench.registry import register_method
 
@@ -32,6 +33,7 @@ class UniOPD(Method):
     needs = frozenset({"outcome", "prompt_difficulty"})
     defaults = {"delta": 0.4, "margin": "spread", "max_gap": 10.0, "online_balance": True,
                 "offline_balance": True, "difficulty_samples": 8, "difficulty_prompts": None, "upsample": 2}
+    choices = {"margin": (*MARGIN_MODES, "none")}
     paper_settings = {"prompts_per_step": 64, "rollouts_per_prompt": 16, "lr": 1.0e-6, "lr_schedule": "constant",
                       "max_new_tokens": 16384, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28,
                       "loss_agg_mode": "seq-mean-token-mean"}

@@ -93,6 +93,8 @@ class Method:
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {}
+    # Hyperparameters that take one of a fixed set of values (checked at config validation).
+    choices: ClassVar[dict[str, tuple]] = {}
     # The paper's own training settings (keys of the base config), used in `paper` mode.
     paper_settings: ClassVar[dict[str, Any]] = {}
 
@@ -107,7 +109,12 @@ class Method:
         if unknown:
             valid = ", ".join(sorted(cls.defaults)) or "(none)"
             raise ConfigError(f"method '{cls.name}' has no hyperparameter '{unknown[0]}'. Valid: {valid}")
-        return {**cls.defaults, **overrides}
+        hp = {**cls.defaults, **overrides}
+        for key, valid in cls.choices.items():
+            if hp[key] not in valid:
+                raise ConfigError(f"method '{cls.name}': hyperparameter '{key}' is {hp[key]!r}; "
+                                  f"valid: {', '.join(map(str, valid))}")
+        return hp
 
     # -- what to score -----------------------------------------------------------------
     @property

@@ -82,6 +82,8 @@ def test_method_settings_and_variants_are_recorded_as_hyperparameter_changes():
     assert ex["train"] == cfg["base"]  # unified mode: no method touches the shared settings
     with pytest.raises(ConfigError, match=r"method_settings: unknown method 'unopd'.*Did you mean 'uniopd'"):
         validate_config(bad(method_settings={"unopd": {}}), METHODS_DIR)
+    with pytest.raises(ConfigError, match=r"method 'tropd': hyperparameter 'outlier' is 'fk'; valid: fkl, mask, clip, jsd"):
+        validate_config(bad(variants={"t": {"method": "tropd", "outlier": "fk"}}), METHODS_DIR)
     with pytest.raises(ConfigError, match=r"method 'tropd' has no hyperparameter 'kk'"):
         validate_config(bad(method_settings={"tropd": {"kk": 3}}), METHODS_DIR)
 
