@@ -48,7 +48,7 @@ def gold_sft(config, task_name, student: Path, data_dir: Path, out: Path, steps:
     model_dir = out / "model"
     if (model_dir / "model.json").exists():
         return model_dir
-    task = pipeline._task(config, task_name)
+    task = pipeline.load_task(config, task_name)
     model = load_model(student, trainable=True)
     tokenizer = load_tokenizer(student)
     train_sft(model, tokenizer, task, read_jsonl(data_dir / "train.jsonl"),

@@ -38,11 +38,10 @@ class REOPOLD(Method):
 
     def loss(self, mb, student, progress):
         c = floor_value(self.hp["lam"])
-        credit = log_ratio_credit(mb.logT, mb.logOld)
-        if self.hp["bounded_credit"]:
-            credit = credit_floor(credit, c)
+        raw = log_ratio_credit(mb.logT, mb.logOld)
+        credit = credit_floor(raw, c) if self.hp["bounded_credit"] else raw
         if self.exploring(progress):
-            keep = floor_mask(mb.logT - mb.logOld, c)
+            keep = floor_mask(raw, c)
         elif self.hp["entropy_selection"]:
             keep = mb.extras["entropy_mask"]
         else:

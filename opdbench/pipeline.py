@@ -20,7 +20,7 @@ from opdbench.tasks import get_task
 from opdbench.tasks.base import read_jsonl
 
 
-def _task(config: dict[str, Any], task_name: str):
+def load_task(config: dict[str, Any], task_name: str):
     return get_task(task_name, config["task_settings"][task_name]["data"])
 
 
@@ -33,7 +33,7 @@ def dataset_hash(data_dir: str | Path) -> str:
 def make_data(config: dict[str, Any], task_name: str, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     settings = config["task_settings"][task_name]["data"]
-    manifest = _task(config, task_name).write_data(out_dir, settings["seed"])
+    manifest = load_task(config, task_name).write_data(out_dir, settings["seed"])
     write_json(out_dir / "manifest.json", stamp(**manifest, config_hash=canonical_hash(settings)))
 
 
@@ -46,7 +46,7 @@ def build_tokenizer(config: dict[str, Any], task_name: str, data_dir: str | Path
         out_dir.mkdir(parents=True, exist_ok=True)
         load_tokenizer(settings["student"]["source"]).save_pretrained(out_dir)
         return
-    task = _task(config, task_name)
+    task = load_task(config, task_name)
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
     texts = [m["content"] for r in rows for m in task.messages(r)] + [r["solution"] for r in rows]
     texts += ["user", "assistant", "system"]  # role names of the chat template
@@ -69,7 +69,7 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     model = build_tiny_model(spec["arch"], tokenizer, seed=spec["sft"].get("seed", 0))
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
     t0 = time.time()
-    curve = train_sft(model, tokenizer, _task(config, task_name), rows, spec["sft"],
+    curve = train_sft(model, tokenizer, load_task(config, task_name), rows, spec["sft"],
                       seed=spec["sft"].get("seed", 0), desc=f"sft {task_name} {role}")
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -92,7 +92,7 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
         raise ConfigError(f"engine '{run['train']['engine']}' is not available; valid: local")
     method = get_method_class(run["method"], methods_dir)(run["hparams"], run["train"], seed)
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
-    engine = LocalEngine(run, _task(config, task_name), rows, str(student), str(teacher), method, out_dir,
+    engine = LocalEngine(run, load_task(config, task_name), rows, str(student), str(teacher), method, out_dir,
                          device=run["train"]["device"])
     t0 = time.time()
     history = engine.train()
@@ -113,7 +113,7 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
     torch.set_num_threads(threads)
     # Seed k of every model (base or trained) samples with the same evaluation seed.
     cfg = dict(config["evaluation"], seed=config["evaluation"]["seed"] + int(label.get("seed") or 0))
-    task = _task(config, task_name)
+    task = load_task(config, task_name)
     problems = read_jsonl(Path(data_dir) / "eval.jsonl")
     t0 = time.time()
     rows = generate_and_score(model, task, problems, cfg, device=config["base"]["device"],

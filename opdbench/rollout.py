@@ -69,13 +69,6 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return torch.gather(F.log_softmax(logits, dim=-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[list[int]], n: int, temperature: float, top_p: float,
            max_new_tokens: int, batch_size: int = 64, top_k: int = 0) -> list[list[int]]:

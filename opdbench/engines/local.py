@@ -36,7 +36,12 @@ def step_seed(seed: int, step: int, stream: int = 0) -> int:
 
 
 # Random streams of a run (see step_seed): one per use, so adding one changes no other.
-STREAM_TORCH, STREAM_PROMPTS, STREAM_MINIBATCH, STREAM_METHOD, STREAM_PREFIX, STREAM_FIXED = range(6)
+# (3 is unused: methods draw from Method.generator.)
+STREAM_TORCH, STREAM_PROMPTS, STREAM_MINIBATCH, STREAM_PREFIX, STREAM_FIXED = 0, 1, 2, 4, 5
+
+
+def stream_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(step_seed(seed, step, stream))
 
 
 def prompt_indices(pool: list[int], per_step: int, step: int, seed: int) -> list[int]:
@@ -46,7 +51,7 @@ def prompt_indices(pool: list[int], per_step: int, step: int, seed: int) -> list
     start = step * per_step
     while len(out) < per_step:
         epoch, offset = divmod(start + len(out), len(pool))
-        perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(step_seed(seed, epoch, STREAM_PROMPTS)))
+        perm = torch.randperm(len(pool), generator=stream_generator(seed, epoch, STREAM_PROMPTS))
         out += [pool[i] for i in perm[offset:offset + per_step - len(out)].tolist()]
     return out
 
@@ -148,14 +153,19 @@ class LocalEngine:
         print(f"[engine] prompt pool: {len(counts)} prompts profiled, {mid} of mid difficulty, pool size {len(pool)}")
         return pool
 
+    def _fixed_prompt_subset(self, count: int, slot: int) -> list[int]:
+        """``count`` random training prompts for a once-per-run draw (``slot`` tells the
+        draws apart); also seeds torch for the sampling that follows."""
+        gen = stream_generator(self.run["seed"], slot, STREAM_FIXED)
+        torch.manual_seed(step_seed(self.run["seed"], slot + 1, STREAM_FIXED))
+        return torch.randperm(len(self.prompts), generator=gen)[:count].tolist()
+
     @torch.no_grad()
     def profile_difficulty(self) -> dict[int, int]:
         """The initial student's number of correct answers out of n per training prompt."""
         spec = self.method.difficulty_profile()
         n, count = spec["n_samples"], spec.get("prompts") or len(self.prompts)
-        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], 0, STREAM_FIXED))
-        torch.manual_seed(step_seed(self.run["seed"], 1, STREAM_FIXED))
-        idx = sorted(torch.randperm(len(self.prompts), generator=gen)[:count].tolist())
+        idx = sorted(self._fixed_prompt_subset(count, slot=0))
         counts: dict[int, int] = {}
         batch = max(1, self.cfg["rollout_batch_size"] // n)
         for start in tqdm(range(0, len(idx), batch), desc="difficulty profile", mininterval=5):
@@ -172,11 +182,7 @@ class LocalEngine:
     @torch.no_grad()
     def retention_samples(self) -> dict[str, list]:
         """A fixed set of responses of the initial student (REOPOLD Table 2's retention)."""
-        n = self.cfg["retention_samples"]
-        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], 2, STREAM_FIXED))
-        torch.manual_seed(step_seed(self.run["seed"], 3, STREAM_FIXED))
-        idx = torch.randperm(len(self.prompts), generator=gen)[:n].tolist()
-        prompts = [self.prompts[i] for i in idx]
+        prompts = [self.prompts[i] for i in self._fixed_prompt_subset(self.cfg["retention_samples"], slot=2)]
         responses = sample(self.student, self.tokenizer, prompts, 1, self.cfg["temperature"], self.cfg["top_p"],
                            self.cfg["max_new_tokens"], self.cfg["rollout_batch_size"])
         return {"prompts": prompts, "responses": responses}
@@ -202,7 +208,7 @@ class LocalEngine:
                                cfg["rollout_batch_size"])
             return responses, [0] * len(responses)
         expanded = [p for p in prompts for _ in range(n)]
-        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], progress.step, STREAM_PREFIX))
+        gen = stream_generator(self.run["seed"], progress.step, STREAM_PREFIX)
         lengths = self.method.prefix_lengths(len(expanded), cfg["max_new_tokens"], progress, gen)
         prefixes: list[list[int]] = [[] for _ in expanded]
         todo = [i for i, length in enumerate(lengths) if length > 0]
@@ -289,7 +295,7 @@ class LocalEngine:
         cfg = self.cfg
         self.method.prepare(batch, progress)
         B = batch.logOld.shape[0]
-        gen = torch.Generator().manual_seed(step_seed(self.run["seed"], progress.step, STREAM_MINIBATCH))
+        gen = stream_generator(self.run["seed"], progress.step, STREAM_MINIBATCH)
         losses, grad_norms, per_token = [], [], []
         self.student.train()
         for _ in range(cfg["ppo_epochs"]):
