@@ -12,6 +12,8 @@ $(BIN)/.installed: pyproject.toml
 	# The CPU wheel first: a bare torch requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
+	# EvalPlus's sandbox without its API clients (its checker's imports are in pyproject.toml).
+	$(BIN)/pip install -q --no-deps evalplus==0.3.1
 	touch $@
 
 setup: $(BIN)/.installed

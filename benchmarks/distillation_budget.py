@@ -89,13 +89,14 @@ def main() -> None:
         raise SystemExit(f"{student} is missing: build the task's models with the workflow first")
     base = config["base"]
     batch = base["prompts_per_step"] * base["rollouts_per_prompt"]
-    tag = f"steps{args.steps}_lr{base['lr']:g}_seed{args.seed}"
+    tag = (f"steps{args.steps}_x{batch}_mb{base['mini_batch_size']}_ep{base['ppo_epochs']}"
+           f"_lr{base['lr']:g}_seed{args.seed}")
     probes = results / "probes" / args.task
 
     arms: list[tuple[str, Path]] = [("base student", student)]
     sft_lr = base["lr"] if args.sft_lr is None else args.sft_lr
     if sft_lr:
-        out = probes / f"gold_sft_steps{args.steps}_lr{sft_lr:g}"
+        out = probes / f"gold_sft_steps{args.steps}_x{batch}_lr{sft_lr:g}"
         arms.append((f"gold SFT ({args.steps} x {batch}, lr {sft_lr:g})",
                      gold_sft(config, args.task, student, data_dir, out, args.steps, batch, sft_lr)))
     for name in args.methods:

@@ -37,14 +37,14 @@ def _key_path(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def _schema_message(err) -> str:
-    where = _key_path(err.absolute_path)
+def _schema_message(err, prefix: tuple = ()) -> str:
+    where = _key_path(prefix + tuple(err.absolute_path))
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = [k for k in err.instance if k not in allowed] if isinstance(err.instance, dict) else []
         msgs = []
         for k in extra:
-            key = f"{where}.{k}" if err.absolute_path else k
+            key = f"{where}.{k}" if prefix or err.absolute_path else k
             close = difflib.get_close_matches(k, allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             msgs.append(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(allowed)}")
@@ -55,16 +55,20 @@ def _schema_message(err) -> str:
     return f"config key '{where}': {err.message}"
 
 
+def _first_error(schema: dict[str, Any], instance: Any, prefix: tuple = ()) -> str | None:
+    import jsonschema
+
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(instance)
+    errors = sorted(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    return _schema_message(errors[0], prefix) if errors else None
+
+
 def validate_config(config: dict[str, Any], methods_dir: str | Path | None = None,
                     schema_path: str | Path = SCHEMA_PATH) -> None:
     """Raise ConfigError naming the first bad key, or an unknown method / task name."""
-    import jsonschema
-
-    schema = load_yaml(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        raise ConfigError(_schema_message(errors[0]))
+    message = _first_error(load_yaml(schema_path), config)
+    if message:
+        raise ConfigError(message)
 
     from opdbench.tasks import TASKS
 
@@ -73,6 +77,17 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
             raise unknown_name_error("task", task, TASKS)
         if task not in config["task_settings"]:
             raise ConfigError(f"task '{task}' has no entry under 'task_settings'")
+    for task, settings in config["task_settings"].items():
+        if task not in TASKS:
+            raise ConfigError(f"task_settings: {unknown_name_error('task', task, TASKS)}")
+        # Each task checks its own generator keys, with the same messages as the schema.
+        data = settings["data"]
+        for split, spec in [("train", data["train"]), *((f"benchmarks.{b}", s) for b, s in data["benchmarks"].items())]:
+            if "generator" in spec:
+                prefix = ("task_settings", task, "data", *split.split("."), "generator")
+                message = _first_error(TASKS[task].generator_schema, spec["generator"], prefix)
+                if message:
+                    raise ConfigError(message)
     if methods_dir is not None:
         from opdbench.registry import load_methods
 
@@ -95,6 +110,12 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     if batch % base["mini_batch_size"]:
         raise ConfigError(f"config key 'base.mini_batch_size' ({base['mini_batch_size']}) must divide "
                           f"prompts_per_step * rollouts_per_prompt ({batch})")
+
+
+def evaluation_settings(config: dict[str, Any], task: str) -> dict[str, Any]:
+    """The shared ``evaluation`` block with the task's own overrides (``task_settings.<task>.evaluation``:
+    e.g. N = 4 samples for code, the papers' protocol)."""
+    return {**config["evaluation"], **config["task_settings"].get(task, {}).get("evaluation", {})}
 
 
 def canonical_hash(obj: Any) -> str:

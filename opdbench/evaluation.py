@@ -36,7 +36,7 @@ def generate_and_score(model_ref: str | Path, task, problems: list[dict[str, Any
         for i, (problem, text, ids, score) in enumerate(zip(expanded, texts, responses,
                                                             task.score_many(texts, expanded))):
             rows.append({"benchmark": problem["benchmark"], "id": problem["id"], "sample": i % n,
-                         "response": text, "answer": score.answer, "gold": problem["answer"],
+                         "response": text, "answer": score.answer, "gold": problem.get("answer"),
                          "correct": score.correct, "tokens": len(ids),
                          "truncated": bool(ids) and ids[-1] != tokenizer.eos_token_id})
     return rows

@@ -81,24 +81,28 @@ def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
 
 def write_leaderboard(metrics_files: Iterable[str | Path], md_path: str | Path, csv_path: str | Path,
                       config: dict[str, Any]) -> None:
-    n = config["evaluation"]["n_samples"]
+    from opdbench.config import evaluation_settings
+
     df = collect(metrics_files)
-    summary = summarize(df, n)
-    summary.to_csv(csv_path, index=False, float_format="%.6f")
-    ev = config["evaluation"]
     parts = [f"# OPD-Bench leaderboard: {config['experiment']} ({config['mode']} settings)", "",
-             f"Avg@{n} = mean correctness of {n} samples per problem; Pass@{n} = unbiased estimator; "
-             f"values in %, mean ± std over seeds (ddof 1). Δ = change in Avg@{n} against the base student, "
-             f"paired by seed (seed k of every model is evaluated with the same sampling seed). "
-             f"Decoding: temperature {ev['temperature']}, top-p {ev['top_p']}, "
-             f"max {ev['max_new_tokens']} new tokens. Methods ranked by mean Avg@{n} over the task's benchmarks.", ""]
-    for task in dict.fromkeys(summary.task):
-        table = render_task(summary, task, n)
-        parts += [f"## {task}", "", table, ""]
+             "Avg@N = mean correctness of N samples per problem; Pass@N = unbiased estimator; "
+             "values in %, mean ± std over seeds (ddof 1). Δ = change in Avg@N against the base student, "
+             "paired by seed (seed k of every model is evaluated with the same sampling seed). "
+             "Methods ranked by mean Avg@N over the task's benchmarks.", ""]
+    summaries, decoding = [], {}
+    for task in dict.fromkeys(df.task):
+        ev = decoding[task] = evaluation_settings(config, task)
+        n = ev["n_samples"]
+        summary = summarize(df[df.task == task], n)
+        summaries.append(summary)
+        parts += [f"## {task}", "",
+                  f"N = {n} samples per problem; temperature {ev['temperature']}, top-p {ev['top_p']}, "
+                  f"max {ev['max_new_tokens']} new tokens.", "", render_task(summary, task, n), ""]
+    pd.concat(summaries, ignore_index=True).to_csv(csv_path, index=False, float_format="%.6f")
     versions = sorted(set(df.code_version))
     parts += [f"Code version(s): {', '.join(versions)}. Dataset hash(es): {', '.join(sorted(set(df.dataset_hash)))}.",
               "Per-run provenance (resolved config, its hash and diff from the base settings): "
               "`train/<task>/<method>/seed<k>/run.json`.", ""]
     Path(md_path).write_text("\n".join(parts))
     write_json(Path(md_path).with_suffix(".provenance.json"),
-               stamp(inputs=sorted(map(str, metrics_files)), evaluation=ev, base=config["base"]))
+               stamp(inputs=sorted(map(str, metrics_files)), evaluation=decoding, base=config["base"]))

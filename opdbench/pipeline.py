@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from opdbench.config import canonical_hash, resolve_run
+from opdbench.config import canonical_hash, evaluation_settings, resolve_run
 from opdbench.errors import ConfigError
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, train_tokenizer,
                              write_manifest)
@@ -112,7 +112,8 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
 
     torch.set_num_threads(threads)
     # Seed k of every model (base or trained) samples with the same evaluation seed.
-    cfg = dict(config["evaluation"], seed=config["evaluation"]["seed"] + int(label.get("seed") or 0))
+    ev = evaluation_settings(config, task_name)
+    cfg = dict(ev, seed=ev["seed"] + int(label.get("seed") or 0))
     task = load_task(config, task_name)
     problems = read_jsonl(Path(data_dir) / "eval.jsonl")
     t0 = time.time()

@@ -26,6 +26,8 @@ class Task:
     """Base class. Subclasses set ``name`` and implement the abstract methods."""
 
     name: str = ""
+    # JSON schema of the task's ``generator`` block (tiny-scale data), checked at start-up.
+    generator_schema: dict[str, Any] = {"type": "object"}
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg

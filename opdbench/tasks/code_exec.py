@@ -1,0 +1,283 @@
+"""Running untrusted, model-generated Python: EvalPlus's checker inside extra OS layers.
+
+The inner executor is EvalPlus's own ``unsafe_execute`` (evalplus 0.3.1): a temporary
+working directory, ``reliability_guard`` (memory limit, destructive ``os``/``shutil``/
+``subprocess`` functions disabled), swallowed I/O, a per-input time limit and EvalPlus's
+output comparison (exact, or ``atol`` for floats). Like EvalPlus's ``untrusted_check`` it
+runs in a child process that the parent kills after a wall-clock budget. EvalPlus itself
+says its guard is not a sandbox, so the child first adds what it lacks:
+
+- a fresh session, so the parent kills the child's whole process group (fork bombs);
+- an empty environment (model code cannot read the parent's secrets);
+- a new, empty network namespace (``unshare(CLONE_NEWNET)``); where that is not
+  permitted, ``socket`` is disabled instead;
+- when run as root, the uid/gid of ``nobody``: the code can write only inside its own
+  sandbox directory (and world-writable places, which the open() guard below covers),
+  cannot signal other processes, and RLIMIT_NPROC caps its processes;
+- RLIMIT_FSIZE and RLIMIT_CORE, and an ``open`` guard that refuses writes outside the
+  sandbox directory.
+
+The child is forked from the calling process (as EvalPlus does), which may hold torch
+and a model: its address-space limit is therefore its size at fork plus ``memory_bytes``.
+
+Statuses: ``pass`` (every test passed), ``fail`` (some test failed or the code raised,
+exited or did not define the entry point), ``timeout`` (killed after the wall-clock
+budget), ``no_code`` (the response had no code block).
+"""
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any, Sequence
+
+NOBODY = 65534
+# Imported here, before any child drops to ``nobody``: a forked child inherits them, and a
+# Python installed under a root-only home (/root/.pyenv) cannot be read once it is nobody.
+# These are the standard modules benchmark solutions import (HumanEval, MBPP, LiveCodeBench).
+PRELOADED = ("math", "cmath", "heapq", "bisect", "itertools", "functools", "collections", "re", "string",
+             "random", "statistics", "fractions", "decimal", "datetime", "hashlib", "typing", "copy",
+             "operator", "array", "struct", "queue", "json", "time", "calendar", "textwrap", "unicodedata",
+             "numbers", "enum", "dataclasses", "contextlib", "sys", "io", "numpy", "evalplus.eval",
+             "evalplus.eval.utils")
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
+_SUCCESS, _FAILED, _UNKNOWN = 0, 1, 3  # evalplus.eval's status codes
+
+
+for _name in PRELOADED:
+    import_module(_name)
+
+
+@dataclass
+class CheckResult:
+    passed: bool
+    status: str  # pass | fail | timeout | no_code
+    details: list[bool] = field(default_factory=list)  # one per test input
+
+
+def extract_code(response: str) -> str | None:
+    """The last fenced code block (```python ...``` preferred over other languages), or None."""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(response or "")]
+    python = [body for lang, body in blocks if lang in ("python", "py", "python3")]
+    plain = [body for lang, body in blocks if lang == ""]
+    chosen = python or plain
+    return chosen[-1] if chosen else None
+
+
+# -- the child process ---------------------------------------------------------------------
+def _address_space() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _harden(root: str, memory_bytes: int) -> int:
+    """The layers EvalPlus's reliability_guard lacks; runs in the child before any model code.
+    Returns the address-space limit to hand to EvalPlus's guard."""
+    import builtins
+    import ctypes
+    import resource
+    import socket
+
+    os.setsid()  # own process group: the parent kills it whole
+    limit = _address_space() + memory_bytes  # what the fork inherited, plus the budget
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "EVALPLUS_MAX_MEMORY_BYTES": str(limit)})
+    try:  # needs CAP_SYS_ADMIN (root here); otherwise fall back to disabling sockets
+        isolated = ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0  # CLONE_NEWNET
+    except OSError:
+        isolated = False
+    if not isolated:
+        def no_network(*args, **kwargs):
+            raise PermissionError("network access is disabled in the sandbox")
+        socket.socket = socket.create_connection = socket.socketpair = no_network  # type: ignore[assignment]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    tempfile.tempdir = root  # EvalPlus's create_tempdir lands inside the sandbox directory
+    os.chdir(root)
+    if os.getuid() == 0:
+        resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))  # counts every nobody process
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    # EvalPlus's guard later removes open() for function checks; this covers stdio programs
+    # and any reference kept before the guard. (It also removes os.getcwd, hence the copy.)
+    real_open, root_real, getcwd = builtins.open, os.path.realpath(root), os.getcwd
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+"):
+            path = os.path.realpath(os.path.join(getcwd(), os.fsdecode(file)))
+            if not (path == root_real or path.startswith(root_real + os.sep)):
+                raise PermissionError(f"writing outside the sandbox is disabled: {path}")
+        return real_open(file, mode, *args, **kwargs)
+
+    builtins.open = io.open = guarded_open  # type: ignore[assignment]
+    return limit
+
+
+def _run_function(root, memory_bytes, dataset, entry_point, code, inputs, expected, time_limits, atol,
+                  stat, details, progress) -> None:
+    _harden(root, memory_bytes)  # EvalPlus reads its limit from EVALPLUS_MAX_MEMORY_BYTES
+    from evalplus.eval import unsafe_execute
+
+    unsafe_execute(dataset, entry_point, code, inputs, expected, time_limits, atol, False, stat, details, progress)
+
+
+def _run_stdio(root, memory_bytes, code, cases, time_limits, stat, details, progress) -> None:
+    """stdin/stdout programs (LiveCodeBench): the same guards; output compared line by line
+    with surrounding whitespace stripped, as LiveCodeBench's grader does."""
+    limit = _harden(root, memory_bytes)
+    import contextlib
+    import sys
+
+    from evalplus.eval.utils import create_tempdir, reliability_guard, time_limit
+
+    with create_tempdir():
+        reliability_guard(maximum_memory_bytes=limit)
+        try:
+            compiled = compile(code, "<solution>", "exec")
+            for i, (stdin, stdout) in enumerate(cases):
+                out = io.StringIO()
+                try:
+                    with time_limit(time_limits[i]), contextlib.redirect_stdout(out):
+                        sys.stdin = io.StringIO(stdin)
+                        try:
+                            exec(compiled, {"__name__": "__main__"})
+                        except SystemExit:  # a script may end with sys.exit()
+                            pass
+                    got = [line.strip() for line in out.getvalue().strip().splitlines()]
+                    want = [line.strip() for line in stdout.strip().splitlines()]
+                    details[i] = got == want
+                except BaseException:
+                    details[i] = False
+                progress.value += 1
+            stat.value = _SUCCESS
+        except BaseException:
+            stat.value = _FAILED
+
+
+def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float]) -> CheckResult:
+    ctx = multiprocessing.get_context("fork")
+    stat, progress = ctx.Value("i", _UNKNOWN), ctx.Value("i", 0)
+    details = ctx.Array("b", [False] * max(n_tests, 1))
+    root = tempfile.mkdtemp(prefix="opdbench-sandbox-")
+    os.chmod(root, 0o777)  # the child writes here after dropping to nobody
+    proc = ctx.Process(target=target, args=(root, *args, stat, details, progress), daemon=True)
+    timed_out = False
+    try:
+        proc.start()
+        # EvalPlus's budget: the sum of per-input limits, plus slack for start-up and exec.
+        proc.join(timeout=sum(time_limits) + 2.0)
+        if proc.is_alive():
+            timed_out = True
+        _kill_group(proc)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ok = [bool(d) for d in details[:n_tests]]
+    if stat.value == _SUCCESS and not timed_out and all(ok):
+        return CheckResult(True, "pass", ok)
+    return CheckResult(False, "timeout" if timed_out and stat.value == _UNKNOWN else "fail", ok)
+
+
+def _kill_group(proc) -> None:
+    """Kill the child and everything it forked (it leads its own process group)."""
+    if proc.pid is None:
+        return
+    for sig in (signal.SIGKILL,):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.join(timeout=5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(timeout=5)
+
+
+def _limits(n: int, time_limit_s: float, time_limits: Sequence[float] | None) -> list[float]:
+    return list(time_limits) if time_limits is not None else [time_limit_s] * n
+
+
+def check_function(code: str | None, entry_point: str, inputs: list, expected: list, *, atol: float = 0.0,
+                   time_limit_s: float = 2.0, time_limits: Sequence[float] | None = None,
+                   memory_bytes: int = 1 << 30, dataset: str = "humaneval") -> CheckResult:
+    """Call ``entry_point(*inputs[i])`` for every i and compare with ``expected[i]`` as EvalPlus
+    does (``dataset`` selects EvalPlus's special oracles for HumanEval+ / MBPP+)."""
+    if code is None:
+        return CheckResult(False, "no_code", [False] * len(inputs))
+    limits = _limits(len(inputs), time_limit_s, time_limits)
+    return _execute(_run_function, (memory_bytes, dataset, entry_point, code, inputs, expected, limits, atol),
+                    len(inputs), limits)
+
+
+def check_stdio(code: str | None, cases: list[tuple[str, str]], *, time_limit_s: float = 2.0,
+                time_limits: Sequence[float] | None = None, memory_bytes: int = 1 << 30) -> CheckResult:
+    """Run the program once per (stdin, expected stdout) case."""
+    if code is None:
+        return CheckResult(False, "no_code", [False] * len(cases))
+    limits = _limits(len(cases), time_limit_s, time_limits)
+    return _execute(_run_stdio, (memory_bytes, code, [tuple(c) for c in cases], limits), len(cases), limits)
+
+
+def check_problem(code: str | None, problem: dict[str, Any], time_limit_s: float = 2.0,
+                  memory_bytes: int = 1 << 30) -> CheckResult:
+    """Check code against a problem's ``tests`` (see ``opdbench.tasks.code``): function tests
+    (base inputs, then EvalPlus "plus" inputs where present) or stdin/stdout cases."""
+    tests = problem["tests"]
+    if code is not None and problem.get("wrap"):
+        code += problem["wrap"]  # e.g. LiveCodeBench's functional tests call Solution().<name>
+    if tests["kind"] == "stdio":
+        return check_stdio(code, tests["cases"], time_limit_s=time_limit_s, memory_bytes=memory_bytes)
+    inputs = tests["inputs"] + tests.get("plus_inputs", [])
+    expected = tests["expected"] + tests.get("plus_expected", [])
+    return check_function(code, problem["entry_point"], inputs, expected, atol=tests.get("atol", 0.0),
+                          time_limit_s=time_limit_s, memory_bytes=memory_bytes,
+                          dataset=tests.get("dataset", "humaneval"))
+
+
+def check_problems(codes: list[str | None], problems: list[dict[str, Any]], time_limit_s: float = 2.0,
+                   memory_mb: int = 1024, workers: int = 2, progress: bool = False) -> list[CheckResult]:
+    """Check many (code, problem) pairs in parallel, order preserved. Threads suffice: each
+    check is its own process."""
+    def one(pair):
+        return check_problem(pair[0], pair[1], time_limit_s, memory_mb << 20)
+
+    pairs = list(zip(codes, problems))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(one, pairs)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(pairs), desc="sandbox", mininterval=5)
+        return list(results)
+
+
+def reference_outputs(code: str, entry_point: str, inputs: list, time_limit_s: float = 10.0,
+                      memory_bytes: int = 1 << 30) -> tuple[list[Any], list[float]]:
+    """Outputs and run times of a trusted reference solution, as EvalPlus's get_groundtruth
+    computes them (in-process: the reference ships with the benchmark)."""
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    fn, outputs, times = namespace[entry_point], [], []
+    for args in inputs:
+        t0 = time.perf_counter()
+        outputs.append(fn(*_copy(args)))
+        times.append(time.perf_counter() - t0)
+    return outputs, times
+
+
+def _copy(args):
+    import copy
+
+    return copy.deepcopy(args)

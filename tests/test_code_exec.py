@@ -1,0 +1,180 @@
+"""The code sandbox: every bad input is scored as a failure within its time limit, the test
+process carries on, and nothing outside the sandbox changes."""
+import os
+import socket
+import time
+
+import pytest
+
+from opdbench.tasks.code_exec import check_function, check_problems, check_stdio, extract_code
+
+LIMIT = 1.0
+
+
+def run(body: str, expected=(3,), inputs=((1, 2),)):
+    code = "import os, sys, shutil, subprocess, socket\n" + body
+    t0 = time.time()
+    result = check_function(code, "f", [list(i) for i in inputs], list(expected), time_limit_s=LIMIT,
+                            memory_bytes=512 << 20)
+    return result, time.time() - t0
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    """A directory with a file outside the sandbox; the test checks it survives unchanged."""
+    d = tmp_path / "keep"
+    d.mkdir()
+    (d / "data.txt").write_text("precious")
+    yield d
+    assert (d / "data.txt").read_text() == "precious"
+
+
+def test_correct_and_wrong_solutions():
+    good, _ = run("def f(a, b):\n    return a + b")
+    assert good.passed and good.status == "pass" and good.details == [True]
+    bad = check_function("def f(a, b):\n    return a - b", "f", [[1, 2], [2, 0]], [3, 2])
+    assert not bad.passed and bad.status == "fail" and bad.details == [False, True]
+
+
+def test_floats_compare_with_tolerance():
+    assert check_function("def f(x):\n    return x / 3", "f", [[1.0]], [0.3333333], atol=1e-6).passed
+    assert not check_function("def f(x):\n    return x / 3", "f", [[1.0]], [0.34], atol=1e-6).passed
+
+
+@pytest.mark.parametrize("body", [
+    "while True:\n    pass\ndef f(a, b):\n    return a + b",           # at import
+    "def f(a, b):\n    while True:\n        pass",                     # inside the function
+])
+def test_infinite_loop(body):
+    result, seconds = run(body)
+    assert not result.passed and seconds < LIMIT + 6
+
+
+@pytest.mark.parametrize("body", [
+    "def f(a, b):\n    while True:\n        os.fork()",
+    "def f(a, b):\n    while True:\n        subprocess.Popen(['sleep', '100'])",
+    "import _posixsubprocess\ndef f(a, b):\n    while True:\n        os.posix_spawn('/bin/sleep', ['sleep', '100'], {})",
+    "import multiprocessing\ndef f(a, b):\n    ps = [multiprocessing.Process(target=time.sleep, args=(100,)) for _ in range(1000)]\n"
+    "    [p.start() for p in ps]\n    return 3",
+])
+def test_fork_bomb(body):
+    result, seconds = run(body)
+    assert not result.passed and seconds < LIMIT + 6
+    time.sleep(0.5)
+    assert not _live_sandbox_processes(), "a sandbox process survived"
+
+
+def _live_sandbox_processes() -> list[str]:
+    """Processes of the sandbox's user (nobody) that are not zombies awaiting their reaper."""
+    live = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == 65534 and open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z":
+                live.append(pid)
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return live
+
+
+@pytest.mark.parametrize("body", [
+    "def f(a, b):\n    x = bytearray(50 * 2**30)\n    return 3",
+    "def f(a, b):\n    xs = []\n    while True:\n        xs.append(' ' * 10**7)",
+])
+def test_allocating_50_gb(body):
+    result, seconds = run(body)
+    assert not result.passed and seconds < LIMIT + 6
+
+
+@pytest.mark.parametrize("call", [
+    "os.system('rm -rf {d}')",
+    "subprocess.run(['rm', '-rf', '{d}'])",
+    "shutil.rmtree('{d}')",
+    "os.remove('{d}/data.txt')",
+    "open('{d}/data.txt', 'w').write('pwned')",
+])
+def test_destroying_files_outside_the_sandbox(sentinel, call):
+    result, _ = run(f"def f(a, b):\n    {call.format(d=sentinel)}\n    return a + b")
+    assert not result.passed
+
+
+@pytest.mark.parametrize("target", ["{d}/new.txt", "/tmp/opdbench-pwned.txt"])
+def test_writing_a_file_outside_the_temp_dir(sentinel, target):
+    path = target.format(d=sentinel)
+    result, _ = run(f"def f(a, b):\n    with open('{path}', 'w') as fh:\n        fh.write('x')\n    return a + b")
+    assert not result.passed and not os.path.exists(path)
+
+
+def test_opening_a_network_socket():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    result, _ = run(f"def f(a, b):\n    s = socket.create_connection(('127.0.0.1', {port}), timeout=0.5)\n    return a + b")
+    assert not result.passed
+    with pytest.raises(socket.timeout):
+        server.accept()  # the connection never arrived
+    server.close()
+
+
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)", "exit(0)", "raise SystemExit"])
+def test_exiting_before_the_tests(exit_call):
+    result, _ = run(f"{exit_call}\ndef f(a, b):\n    return a + b")
+    assert not result.passed
+
+
+def test_printing_megabytes():
+    result, seconds = run("def f(a, b):\n    print('x' * 50_000_000)\n    return 0")
+    assert not result.passed and seconds < LIMIT + 6
+
+
+def test_syntax_error():
+    result, _ = run("def f(a, b)\n    return a + b")
+    assert not result.passed and result.status == "fail"
+
+
+def test_response_with_no_code_block():
+    assert extract_code("The answer is 3, no code.") is None
+    result = check_function(extract_code("just prose"), "f", [[1, 2]], [3])
+    assert not result.passed and result.status == "no_code"
+
+
+def test_reading_environment_variables(monkeypatch):
+    monkeypatch.setenv("OPDBENCH_SECRET", "hunter2")
+    result = check_function("import os\ndef f():\n    return os.environ.get('OPDBENCH_SECRET')", "f", [[]], ["hunter2"])
+    assert not result.passed  # it would pass if the secret leaked into the sandbox
+
+
+def test_extract_code_takes_the_last_python_block():
+    text = "```python\nx = 1\n```\ntext\n```\ny = 2\n```\n```python\nz = 3\n```\n```text\nnot code\n```"
+    assert extract_code(text) == "z = 3\n"
+    assert extract_code("```\nplain = True\n```") == "plain = True\n"
+
+
+def test_stdio_programs_can_write_only_inside_the_sandbox(sentinel):
+    inside = "open('scratch.txt', 'w').write('ok')\nprint(open('scratch.txt').read())"
+    assert check_stdio(inside, [("", "ok")]).passed is False  # EvalPlus's guard removes open()
+    outside = f"open('{sentinel}/data.txt', 'w').write('pwned')"
+    assert not check_stdio(outside, [("", "")]).passed
+
+
+def test_standard_modules_import_in_the_sandbox():
+    code = "import math, heapq, collections, re, hashlib\ndef f(x):\n    return math.isqrt(x) + len(hashlib.md5(b'').hexdigest())"
+    assert check_function(code, "f", [[16]], [36]).passed
+
+
+def test_stdio_programs():
+    prog = "n = int(input())\nprint(sum(map(int, input().split())) * n)"
+    assert check_stdio(prog, [("2\n1 2 3\n", "12\n"), ("1\n5\n", "5")]).passed
+    assert check_stdio(prog, [("2\n1 2 3\n", "13\n")]).details == [False]
+    assert not check_stdio("while True: pass", [("", "")], time_limit_s=LIMIT).passed
+
+
+def test_check_problems_runs_in_parallel_and_keeps_order():
+    problem = {"entry_point": "f", "tests": {"kind": "function", "inputs": [[1]], "expected": [1]}}
+    codes = ["import time\ndef f(x):\n    time.sleep(0.5)\n    return x" if i % 2 == 0 else "def f(x):\n    return 0"
+             for i in range(8)]
+    t0 = time.time()
+    results = check_problems(codes, [problem] * 8, workers=4)
+    assert [r.passed for r in results] == [True, False] * 4
+    assert time.time() - t0 < 4 * 0.5 + 3  # 4 sleeping checks would take 2 s one by one

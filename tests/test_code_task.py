@@ -1,0 +1,88 @@
+"""The tiny code task: generated problems, prompts, and scoring through the sandbox."""
+import random
+
+import pytest
+
+from opdbench.config import load_yaml, validate_config
+from opdbench.errors import ConfigError
+from opdbench.tasks import get_task
+from opdbench.tasks.base import read_jsonl
+from opdbench.tasks.code import CODE_INSTRUCTION, generate_problem
+
+from conftest import METHODS_DIR, REPO
+
+SPEC = {
+    "train": {"generator": {"stages": [1, 2], "tests": 5}, "size": 60},
+    "benchmarks": {
+        "code_id": {"generator": {"stages": [1, 2], "tests": 5}, "size": 10},
+        "code_long": {"generator": {"stages": [3, 4], "tests": 5}, "size": 10},
+    },
+    "sandbox": {"time_limit_s": 2.0, "memory_mb": 512, "workers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("code_data")
+    task = get_task("code", SPEC)
+    manifest = task.write_data(out, seed=0)
+    return task, manifest, read_jsonl(out / "train.jsonl"), read_jsonl(out / "eval.jsonl")
+
+
+def test_generated_splits_are_disjoint_and_deterministic(data, tmp_path):
+    task, manifest, train, evals = data
+    assert manifest["sizes"] == {"train": 60, "code_id": 10, "code_long": 10}
+    assert not {r["problem"] for r in train} & {r["problem"] for r in evals}
+    assert {r["stages"] for r in evals if r["benchmark"] == "code_long"} <= {3, 4}
+    again = get_task("code", SPEC).write_data(tmp_path, seed=0)
+    assert again["sha256"] == manifest["sha256"]
+
+
+def test_problem_reference_and_tests_agree():
+    row = generate_problem(random.Random(3), stages=3, n_tests=6, max_len=6, max_value=20)
+    assert row["problem"].startswith(f"Write a Python function `{row['entry_point']}(xs)`")
+    assert row["solution"] == f"```python\n{row['reference']}```"
+    ns = {}
+    exec(row["reference"], ns)
+    fn = ns[row["entry_point"]]
+    assert row["tests"]["inputs"][0] == [[]]  # the empty list is always a test
+    assert [fn(*args) for args in row["tests"]["inputs"]] == row["tests"]["expected"]
+
+
+def test_prompt_uses_the_papers_instruction(data):
+    task, _, train, _ = data
+    (message,) = task.messages(train[0])
+    assert message["role"] == "user" and message["content"].endswith(CODE_INSTRUCTION)
+
+
+def test_scoring_runs_the_last_code_block(data):
+    task, _, _, evals = data
+    row = evals[0]
+    good = f"Here is a first try:\n```python\ndef {row['entry_point']}(xs):\n    return None\n```\nFixed:\n{row['solution']}"
+    wrong = f"```python\ndef {row['entry_point']}(xs):\n    return 12345\n```"
+    crash = f"```python\ndef {row['entry_point']}(xs):\n    return xs[10**9]\n```"
+    scores = task.score_many([row["solution"], good, wrong, crash, "no code here", "```python\ndef (:\n```"],
+                             [row] * 6)
+    assert [s.correct for s in scores] == [True, True, False, False, False, False]
+    assert scores[0].answer.startswith(f"def {row['entry_point']}") and scores[4].answer is None
+
+
+def test_every_reference_solution_scores_correct(data):
+    task, _, train, evals = data
+    rows = train[:20] + evals
+    assert all(s.correct for s in task.score_many([r["solution"] for r in rows], rows))
+
+
+def test_misspelled_generator_key_is_named():
+    config = load_yaml(REPO / "config" / "config.yaml")
+    config["task_settings"]["code"]["data"]["benchmarks"]["code_long"]["generator"]["stage"] = [4, 5]
+    with pytest.raises(ConfigError, match=r"task_settings\.code\.data\.benchmarks\.code_long\.generator\.stage'.*"
+                                          r"Did you mean 'stages'"):
+        validate_config(config, METHODS_DIR)
+
+
+def test_unknown_task_settings_entry_lists_the_tasks():
+    config = load_yaml(REPO / "config" / "config.yaml")
+    config["task_settings"]["cod"] = config["task_settings"]["code"]
+    with pytest.raises(ConfigError, match="code.*math"):
+        validate_config(config, METHODS_DIR)
