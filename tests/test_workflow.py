@@ -44,6 +44,17 @@ def test_leaderboard_and_provenance(micro_workflow):
     assert base["decoding"]["seed"] == metrics["decoding"]["seed"] == 1235  # paired with the runs' seed 1
 
 
+def test_code_task_trains_evaluates_and_ranks(micro_workflow):
+    md = (micro_workflow / "leaderboard.md").read_text()
+    assert "## code" in md and "code_id Avg@2" in md and "code_long Pass@2" in md
+    metrics = json.loads((micro_workflow / "eval/code/tropd/seed0/metrics.json").read_text())
+    assert metrics["decoding"]["max_new_tokens"] == 32  # the task's own evaluation settings
+    samples = [json.loads(line) for line in (micro_workflow / "eval/code/tropd/seed0/samples.jsonl").open()]
+    assert len(samples) == 2 * 16 and all(isinstance(s["correct"], bool) for s in samples)
+    steps = [json.loads(line) for line in (micro_workflow / "train/code/uniopd/seed0/metrics.jsonl").open()]
+    assert all(0 <= s["train_accuracy"] <= 1 for s in steps)  # outcomes from the sandbox
+
+
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_every_method_logs_the_shared_diagnostics(micro_workflow, name):
     steps = [json.loads(line) for line in (micro_workflow / f"train/math/{name}/seed0/metrics.jsonl").open()]
