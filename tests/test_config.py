@@ -33,7 +33,7 @@ def test_misspelled_method_lists_valid_names():
 
 
 def test_unknown_task_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"unknown task 'maths'.*Valid tasks: math"):
+    with pytest.raises(ConfigError, match=r"unknown task 'maths'.*Valid tasks: code, math"):
         validate_config(bad(tasks=["maths"]), METHODS_DIR)
 
 
