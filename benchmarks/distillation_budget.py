@@ -25,14 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from opdbench import pipeline  # noqa: E402
-from opdbench.config import deep_update, load_yaml, validate_config  # noqa: E402
+from opdbench.config import deep_update, evaluation_settings, load_yaml, validate_config  # noqa: E402
 from opdbench.models import load_model, load_tokenizer, write_manifest  # noqa: E402
 from opdbench.sft import train_sft  # noqa: E402
 from opdbench.tasks.base import read_jsonl  # noqa: E402
 
 
 def evaluate(config, task, model_dir: Path, data_dir: Path, out: Path, seeds, threads) -> dict[str, list[float]]:
-    n = config["evaluation"]["n_samples"]
+    n = evaluation_settings(config, task)["n_samples"]
     scores: dict[str, list[float]] = {}
     for seed in seeds:
         metrics = out / f"eval_seed{seed}.json"
@@ -106,8 +106,9 @@ def main() -> None:
                            threads=args.threads)
         arms.append((f"{name} ({args.steps} steps x {batch}, lr {base['lr']:g})", out / "model"))
 
-    print(f"\n{args.task}: Avg@{config['evaluation']['n_samples']} per benchmark, evaluation seeds "
-          f"{args.eval_seeds} (offset from evaluation.seed {config['evaluation']['seed']})")
+    ev = evaluation_settings(config, args.task)
+    print(f"\n{args.task}: Avg@{ev['n_samples']} per benchmark, evaluation seeds "
+          f"{args.eval_seeds} (offset from evaluation.seed {ev['seed']})")
     for label, model_dir in arms:
         out = probes / ("base" if label == "base student" else model_dir.parent.name)
         scores = evaluate(config, args.task, model_dir, data_dir, out, args.eval_seeds, args.threads)

@@ -7,8 +7,10 @@ adds a rule.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,9 +35,29 @@ class Task:
         self.cfg = cfg
 
     # -- data -------------------------------------------------------------------------
-    def write_data(self, out_dir: Path, seed: int) -> dict[str, Any]:
-        """Write train.jsonl, sft.jsonl and eval.jsonl into out_dir; return a manifest."""
+    def load_split(self, spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
+        """The rows of one split (generated at tiny scale, or loaded), none of whose
+        ``problem`` texts is in ``exclude``."""
         raise NotImplementedError
+
+    def write_data(self, out_dir: Path, seed: int) -> dict[str, Any]:
+        """Write train.jsonl and eval.jsonl (every benchmark) into out_dir; return a manifest."""
+        rng = random.Random(seed)
+        benchmarks: dict[str, list[dict[str, Any]]] = {}
+        taken: set[str] = set()
+        # Benchmarks first, so the train split can exclude every held-out problem.
+        for bench, spec in self.cfg["benchmarks"].items():
+            rows = self.load_split(spec, rng, taken)
+            taken |= {r["problem"] for r in rows}
+            benchmarks[bench] = [{"benchmark": bench, "id": i, **r} for i, r in enumerate(rows)]
+        train = self.load_split(self.cfg["train"], rng, taken)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        hashes = {
+            "train.jsonl": write_jsonl(out_dir / "train.jsonl", ({"id": i, **r} for i, r in enumerate(train))),
+            "eval.jsonl": write_jsonl(out_dir / "eval.jsonl", (r for rows in benchmarks.values() for r in rows)),
+        }
+        return {"task": self.name, "seed": seed, "sha256": hashes,
+                "sizes": {"train": len(train), **{b: len(r) for b, r in benchmarks.items()}}}
 
     # -- prompting --------------------------------------------------------------------
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
@@ -89,5 +111,22 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> str:
 
 
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
-    with open(path) as f:
+    """Rows of a jsonl file (gzip-compressed when its name ends in .gz)."""
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rt") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def distinct_problems(rng: random.Random, size: int, make: Callable[[random.Random], dict[str, Any]],
+                      exclude: set[str], what: str) -> list[dict[str, Any]]:
+    """``size`` generated rows with distinct ``problem`` texts, none of them in ``exclude``."""
+    rows, seen, tries = [], set(exclude), 0
+    while len(rows) < size:
+        tries += 1
+        if tries > 50 * size:
+            raise ConfigError(f"cannot generate {size} distinct problems with {what}")
+        row = make(rng)
+        if row["problem"] in seen:
+            continue
+        seen.add(row["problem"])
+        rows.append(row)
+    return rows

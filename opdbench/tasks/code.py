@@ -13,11 +13,9 @@ the hidden tests are random lists whose expected outputs come from running it.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
-from opdbench.errors import ConfigError
-from opdbench.tasks.base import Score, Task, register_task, write_jsonl
+from opdbench.tasks.base import Score, Task, distinct_problems, register_task
 
 CODE_INSTRUCTION = "Write Python code to solve the problem. Present the code in ```python ...``` at the end."
 
@@ -81,9 +79,9 @@ def generate_problem(rng: random.Random, stages: int, n_tests: int, max_len: int
     code = f"def {name}(xs):\n" + "\n".join(lines) + "\n"
     inputs = [[[]]] + [[[rng.randint(0, max_value) for _ in range(rng.randint(1, max_len))]]
                        for _ in range(n_tests - 1)]
-    namespace: dict[str, Any] = {}
-    exec(code, namespace)  # our own generated reference, not model output
-    expected = [namespace[name](*[list(a) for a in args]) for args in inputs]
+    from opdbench.tasks.code_exec import reference_outputs
+
+    expected = reference_outputs(code, name, inputs)  # our own generated reference, not model output
     return {
         "problem": problem,
         "entry_point": name,
@@ -92,21 +90,6 @@ def generate_problem(rng: random.Random, stages: int, n_tests: int, max_len: int
         "tests": {"kind": "function", "inputs": inputs, "expected": expected, "atol": 0.0},
         "stages": stages,
     }
-
-
-def generate_split(rng: random.Random, size: int, stages: list[int], n_tests: int, max_len: int, max_value: int,
-                   exclude: set[str]) -> list[dict[str, Any]]:
-    rows, seen, tries = [], set(exclude), 0
-    while len(rows) < size:
-        tries += 1
-        if tries > 50 * size:
-            raise ConfigError(f"code generator cannot make {size} distinct problems with stages={stages}")
-        row = generate_problem(rng, rng.randint(stages[0], stages[1]), n_tests, max_len, max_value)
-        if row["problem"] in seen:
-            continue
-        seen.add(row["problem"])
-        rows.append(row)
-    return rows
 
 
 @register_task("code")
@@ -129,32 +112,17 @@ class CodeTask(Task):
         },
     }
 
-    def write_data(self, out_dir: Path, seed: int) -> dict[str, Any]:
-        rng = random.Random(seed)
-        benchmarks: dict[str, list[dict[str, Any]]] = {}
-        taken: set[str] = set()
-        for bench, spec in self.cfg["benchmarks"].items():
-            rows = self._load(spec, rng, taken)
-            taken |= {r["problem"] for r in rows}
-            benchmarks[bench] = [{"benchmark": bench, "id": i, **r} for i, r in enumerate(rows)]
-        train = self._load(self.cfg["train"], rng, taken)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        hashes = {
-            "train.jsonl": write_jsonl(out_dir / "train.jsonl", ({"id": i, **r} for i, r in enumerate(train))),
-            "eval.jsonl": write_jsonl(out_dir / "eval.jsonl", (r for rows in benchmarks.values() for r in rows)),
-        }
-        return {"task": self.name, "seed": seed, "sha256": hashes,
-                "sizes": {"train": len(train), **{b: len(r) for b, r in benchmarks.items()}}}
+    def load_split(self, spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
+        if "generator" not in spec:
+            from opdbench.tasks.code_benchmarks import load_benchmark
 
-    @staticmethod
-    def _load(spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
-        if "generator" in spec:
-            g = spec["generator"]
-            return generate_split(rng, spec["size"], g["stages"], g.get("tests", 6), g.get("max_len", 6),
-                                  g.get("max_value", 20), exclude)
-        from opdbench.tasks.code_benchmarks import load_benchmark
-
-        return load_benchmark(spec)
+            return load_benchmark(spec)
+        g = spec["generator"]
+        lo, hi = g["stages"]
+        return distinct_problems(
+            rng, spec["size"],
+            lambda r: generate_problem(r, r.randint(lo, hi), g.get("tests", 6), g.get("max_len", 6), g.get("max_value", 20)),
+            exclude, f"code stages={g['stages']}")
 
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']}\n{CODE_INSTRUCTION}"}]

