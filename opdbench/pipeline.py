@@ -21,7 +21,10 @@ from opdbench.tasks.base import read_jsonl
 
 
 def load_task(config: dict[str, Any], task_name: str):
-    return get_task(task_name, config["task_settings"][task_name]["data"])
+    """The task with its data settings and, where the task runs code, its sandbox limits."""
+    settings = config["task_settings"][task_name]
+    extra = {"sandbox": settings["sandbox"]} if "sandbox" in settings else {}
+    return get_task(task_name, {**settings["data"], **extra})
 
 
 def dataset_hash(data_dir: str | Path) -> str:

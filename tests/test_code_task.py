@@ -86,3 +86,11 @@ def test_unknown_task_settings_entry_lists_the_tasks():
     config["task_settings"]["cod"] = config["task_settings"]["code"]
     with pytest.raises(ConfigError, match="code.*math"):
         validate_config(config, METHODS_DIR)
+
+
+def test_the_configs_sandbox_limits_reach_the_checker():
+    from opdbench.pipeline import load_task
+
+    config = load_yaml(REPO / "config" / "config.yaml")
+    config["task_settings"]["code"]["sandbox"] = {"time_limit_s": 0.5, "memory_mb": 256, "workers": 1}
+    assert load_task(config, "code")._sandbox() == {"time_limit_s": 0.5, "memory_mb": 256, "workers": 1}

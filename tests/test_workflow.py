@@ -87,6 +87,30 @@ def test_lint_and_dry_run(tmp_path):
         assert rule in dry.stdout
 
 
+def _planned_jobs(dry_run_stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of `snakemake -n`: rule -> job count."""
+    table = dry_run_stdout.split("Job stats:")[1].split("Reasons:")[0]
+    rows = (line.split() for line in table.splitlines()[3:])
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+
+
+def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
+    workdir = micro_workflow.parent.parent
+    assert "Nothing to be done" in run_snakemake(workdir, "-n").stdout
+    # The math student's SFT steps: that model, then everything trained or ranked from it.
+    edit = tmp_path / "student.yaml"
+    edit.write_text("task_settings: {math: {student: {sft: {steps: 11}}}}\n")
+    dry = run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit))
+    jobs = _planned_jobs(dry.stdout)
+    assert "Params have changed" in dry.stdout
+    # 1 model; 6 methods x 2 seeds of training; their 12 evaluations + the base student's 2.
+    assert jobs == {"model": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "all": 1}, jobs
+    # A sandbox limit: only the code evaluations, no training.
+    edit.write_text("task_settings: {code: {sandbox: {time_limit_s: 3.0}}}\n")
+    jobs = _planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
+    assert jobs == {"evaluate": 16, "leaderboard": 1, "all": 1}, jobs
+
+
 def test_misspelled_method_stops_the_workflow_at_start(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("methods: [odp]\n")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from opdbench.config import validate_config
+from opdbench.config import evaluation_settings, resolve_run, validate_config
 from opdbench.errors import ConfigError
 
 METHODS_DIR = Path(workflow.basedir) / config["methods_dir"]
@@ -37,6 +37,30 @@ def eval_targets(task):
 
 def leaderboard_outputs():
     return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
+
+
+# Each rule's `params.settings` is the part of the config its output depends on, so that
+# Snakemake's params rerun trigger rebuilds exactly what a config edit changes.
+def data_settings(wildcards):
+    return config["task_settings"][wildcards.task]["data"]
+
+
+def tokenizer_settings(wildcards):
+    settings = config["task_settings"][wildcards.task]
+    return {"tokenizer": settings.get("tokenizer", {}), "student_source": settings["student"]["source"]}
+
+
+def model_settings(wildcards):
+    return config["task_settings"][wildcards.task][wildcards.role]
+
+
+def run_settings(wildcards):
+    return resolve_run(config, wildcards.task, wildcards.run, int(wildcards.seed), METHODS_DIR)
+
+
+def eval_settings(wildcards):
+    return {"evaluation": evaluation_settings(config, wildcards.task), "device": config["base"]["device"],
+            "sandbox": config["task_settings"][wildcards.task].get("sandbox", {})}
 
 
 def model_to_evaluate(wildcards):

@@ -6,6 +6,8 @@ rule make_data:
         manifest=f"{RESULTS}/data/{{task}}/manifest.json",
     log:
         f"{RESULTS}/logs/data/{{task}}.log",
+    params:
+        settings=data_settings,
     conda:
         ENV
     script:

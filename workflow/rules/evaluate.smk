@@ -8,6 +8,8 @@ rule evaluate:
         metrics=f"{RESULTS}/eval/{{task}}/{{model}}/metrics.json",
     log:
         f"{RESULTS}/logs/eval/{{task}}/{{model}}.log",
+    params:
+        settings=eval_settings,
     wildcard_constraints:
         model=r"(base/(teacher|student)|[A-Za-z0-9_.-]+)/seed\d+",
     threads: config["threads"]

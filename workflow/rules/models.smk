@@ -6,6 +6,8 @@ rule tokenizer:
         directory(f"{RESULTS}/models/{{task}}/tokenizer"),
     log:
         f"{RESULTS}/logs/models/{{task}}_tokenizer.log",
+    params:
+        settings=tokenizer_settings,
     conda:
         ENV
     script:
@@ -22,6 +24,8 @@ rule model:
         f"{RESULTS}/models/{{task}}/{{role}}/model.json",
     log:
         f"{RESULTS}/logs/models/{{task}}_{{role}}.log",
+    params:
+        settings=model_settings,
     threads: config["threads"]
     conda:
         ENV

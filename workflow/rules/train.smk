@@ -12,6 +12,7 @@ rule train:
         f"{RESULTS}/logs/train/{{task}}_{{run}}_seed{{seed}}.log",
     params:
         methods_dir=str(METHODS_DIR),
+        settings=run_settings,
     threads: config["threads"]
     conda:
         ENV
