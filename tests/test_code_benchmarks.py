@@ -59,9 +59,12 @@ def test_livecodebench_stdin_and_functional(tmp_path):
         {"question_id": "old", "question_content": "x", "starter_code": "", "contest_date": "2023-01-01",
          "public_test_cases": "[]", "private_test_cases": "[]", "metadata": "{}"},
     ]
-    path = tmp_path / "test6.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    problems = load_livecodebench(tmp_path, start_date="2025-01-01")
+    # A release is the union of its files: release_v2 = test.jsonl + test2.jsonl.
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (rows[2], rows[0])))
+    (tmp_path / "test2.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    with pytest.raises(ConfigError, match="release_v6.*test3.jsonl"):
+        load_livecodebench(tmp_path)
+    problems = load_livecodebench(tmp_path, start_date="2025-01-01", version="release_v2")
     assert [p["task_id"] for p in problems] == ["a1", "b2"] and len(problems[0]["tests"]["cases"]) == 2
     codes = ["print(2 * int(input()))", "class Solution:\n    def add(self, a, b):\n        return a + b\n"]
     assert [r.passed for r in check_problems(codes, problems)] == [True, True]

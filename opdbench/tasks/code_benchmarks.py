@@ -150,12 +150,16 @@ def _lcb_private_tests(raw: str) -> list[dict[str, Any]]:
 
 def load_livecodebench(path: str | Path, start_date: str | None = None, end_date: str | None = None,
                        version: str = "release_v6") -> list[dict[str, Any]]:
-    """``path``: a code_generation_lite jsonl file or a directory of them (test*.jsonl).
-    ``start_date`` / ``end_date`` (YYYY-MM-DD, inclusive) select problems by contest date."""
+    """``path``: a code_generation_lite jsonl file, or a directory holding the release's files
+    (``version`` release_v6 = test.jsonl ... test6.jsonl). ``start_date`` / ``end_date``
+    (YYYY-MM-DD, inclusive) select problems by contest date."""
+    from opdbench.resources import livecodebench_files
+
     path = Path(path)
-    files = sorted(path.glob("test*.jsonl")) if path.is_dir() else [path]
-    if not files or not files[0].exists():
-        raise ConfigError(f"LiveCodeBench ({version}) files not found at {path}")
+    files = [path / Path(f).name for f in livecodebench_files(version)] if path.is_dir() else [path]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise ConfigError(f"LiveCodeBench ({version}) files not found: {', '.join(missing)}")
     problems = []
     for file in files:
         for r in read_jsonl(file):

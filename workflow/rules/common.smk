@@ -5,6 +5,7 @@ from snakemake.exceptions import WorkflowError
 
 from opdbench.config import evaluation_settings, resolve_run, validate_config
 from opdbench.errors import ConfigError
+from opdbench.resources import resources_of
 
 METHODS_DIR = Path(workflow.basedir) / config["methods_dir"]
 
@@ -43,6 +44,11 @@ def leaderboard_outputs():
 # Snakemake's params rerun trigger rebuilds exactly what a config edit changes.
 def data_settings(wildcards):
     return config["task_settings"][wildcards.task]["data"]
+
+
+def data_resources(wildcards):
+    """The resources/ files (paper-scale benchmarks) the task's data settings read."""
+    return resources_of(data_settings(wildcards))
 
 
 def tokenizer_settings(wildcards):

@@ -1,5 +1,7 @@
 rule make_data:
     """The task's train prompts (with worked solutions) and evaluation benchmarks."""
+    input:
+        data_resources,
     output:
         train=f"{RESULTS}/data/{{task}}/train.jsonl",
         eval=f"{RESULTS}/data/{{task}}/eval.jsonl",
