@@ -93,7 +93,7 @@ def main() -> None:
            f"_lr{base['lr']:g}_seed{args.seed}")
     probes = results / "probes" / args.task
 
-    arms: list[tuple[str, Path]] = [("base student", student)]
+    arms: list[tuple[str, Path]] = [("base student", student), ("teacher", teacher)]
     sft_lr = base["lr"] if args.sft_lr is None else args.sft_lr
     if sft_lr:
         out = probes / f"gold_sft_steps{args.steps}_x{batch}_lr{sft_lr:g}"
@@ -110,7 +110,7 @@ def main() -> None:
     print(f"\n{args.task}: Avg@{ev['n_samples']} per benchmark, evaluation seeds "
           f"{args.eval_seeds} (offset from evaluation.seed {ev['seed']})")
     for label, model_dir in arms:
-        out = probes / ("base" if label == "base student" else model_dir.parent.name)
+        out = probes / {"base student": "base", "teacher": "teacher"}.get(label, model_dir.parent.name)
         scores = evaluate(config, args.task, model_dir, data_dir, out, args.eval_seeds, args.threads)
         cells = [f"{b} {' '.join(f'{v:.1f}' for v in vals)} (mean {sum(vals) / len(vals):.2f})"
                  for b, vals in scores.items()]
