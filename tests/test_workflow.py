@@ -227,7 +227,8 @@ def test_distillation_budget_probe_runs_on_the_workflows_models(micro_workflow):
                           cwd=workdir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if "math_id" in line]
-    assert len(lines) == 3 and lines[0].strip().startswith("base student") and "gold SFT" in lines[1]
+    assert len(lines) == 4 and lines[0].strip().startswith("base student") and lines[1].strip().startswith("teacher")
+    assert "gold SFT" in lines[2] and lines[3].strip().startswith("opd")
     base = json.loads((micro_workflow / "probes/math/base/eval_seed1.json").read_text())
     reference = json.loads((micro_workflow / "eval/math/base/student/seed1/metrics.json").read_text())
     assert base["benchmarks"] == reference["benchmarks"]  # the probe evaluates exactly as the workflow does
