@@ -232,3 +232,6 @@ def test_distillation_budget_probe_runs_on_the_workflows_models(micro_workflow):
     base = json.loads((micro_workflow / "probes/math/base/eval_seed1.json").read_text())
     reference = json.loads((micro_workflow / "eval/math/base/student/seed1/metrics.json").read_text())
     assert base["benchmarks"] == reference["benchmarks"]  # the probe evaluates exactly as the workflow does
+    teacher = json.loads((micro_workflow / "probes/math/teacher/eval_seed1.json").read_text())
+    reference = json.loads((micro_workflow / "eval/math/base/teacher/seed1/metrics.json").read_text())
+    assert teacher["benchmarks"] == reference["benchmarks"]
