@@ -49,3 +49,23 @@ def test_sample_is_seeded_and_cut_at_eos(tmp_path):
     assert a == b and len(a) == 3
     for r in a:
         assert tok.eos_token_id not in r[:-1] and len(r) <= 10
+
+
+def test_scores_of_a_padded_batch_equal_each_sequence_alone(tmp_path):
+    """The engine's scoring path (left-padded prompts, right-padded responses, chunked
+    log-softmax) gives each response token exactly the log-prob of an unpadded forward pass."""
+    from opdbench.scoring import hidden_at_responses, output_projection, score_tokens
+
+    tok, model = tiny(tmp_path)
+    prompts = [tok("Ann has 3 pens.")["input_ids"], tok("How many pens does Ann have now? 3 + 4")["input_ids"]]
+    responses = [tok(" 3 + 4 = 7.")["input_ids"], tok(" 7")["input_ids"]]
+    seqs = pack(prompts, responses, tok.pad_token_id)
+    m = seqs.response_mask.bool()
+    weight, bias = output_projection(model)
+    with torch.no_grad():
+        batch = score_tokens(hidden_at_responses(model, seqs)[m], weight, bias, seqs.responses[m], chunk=3).logp
+        alone = []
+        for p, r in zip(prompts, responses):
+            logits = model(torch.tensor([p + r])).logits[0, len(p) - 1:-1]
+            alone.append(logits.log_softmax(-1).gather(1, torch.tensor(r)[:, None])[:, 0])
+    assert torch.allclose(batch, torch.cat(alone), atol=1e-5)
