@@ -34,9 +34,8 @@ def resource_urls() -> dict[str, str]:
     """File name under resources/ -> the URL it is fetched from."""
     urls = {f"{name}-{version}.jsonl.gz": EVALPLUS_URL.format(lower=name.lower(), version=version, name=name)
             for name, version in EVALPLUS_RELEASES.items()}
-    for i in range(1, max(LCB_RELEASES.values()) + 1):
-        file = "test.jsonl" if i == 1 else f"test{i}.jsonl"
-        urls[f"livecodebench/{file}"] = LCB_URL.format(file)
+    for file in livecodebench_files(max(LCB_RELEASES, key=LCB_RELEASES.get)):
+        urls[file] = LCB_URL.format(file.removeprefix("livecodebench/"))
     return urls
 
 

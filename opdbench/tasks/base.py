@@ -89,6 +89,10 @@ def register_task(name: str):
     return wrap
 
 
+# A generator's [lo, hi] problem length (math steps, code stages), for generator schemas.
+LENGTH_RANGE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
+
+
 def get_task(name: str, cfg: dict[str, Any] | None = None) -> Task:
     from opdbench import tasks as _  # noqa: F401  (imports register the built-in tasks)
 

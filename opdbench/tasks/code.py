@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from opdbench.tasks.base import Score, Task, distinct_problems, register_task
+from opdbench.tasks.base import LENGTH_RANGE, Score, Task, distinct_problems, register_task
 
 CODE_INSTRUCTION = "Write Python code to solve the problem. Present the code in ```python ...``` at the end."
 
@@ -105,7 +105,7 @@ class CodeTask(Task):
     generator_schema = {
         "type": "object", "additionalProperties": False, "required": ["stages"],
         "properties": {
-            "stages": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
+            "stages": LENGTH_RANGE,
             "tests": {"type": "integer", "minimum": 1},
             "max_len": {"type": "integer", "minimum": 1},
             "max_value": {"type": "integer", "minimum": 1},

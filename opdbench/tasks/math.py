@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from opdbench.tasks.base import Score, Task, distinct_problems, register_task
+from opdbench.tasks.base import LENGTH_RANGE, Score, Task, distinct_problems, register_task
 from opdbench.tasks.sources import load_problems
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -72,7 +72,7 @@ class MathTask(Task):
     generator_schema = {
         "type": "object", "additionalProperties": False, "required": ["steps", "max_value", "max_operand"],
         "properties": {
-            "steps": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
+            "steps": LENGTH_RANGE,
             "max_value": {"type": "integer", "minimum": 4},
             "max_operand": {"type": "integer", "minimum": 1},
         },
