@@ -76,3 +76,31 @@ def test_unknown_source_and_missing_file_are_clear():
         load_benchmark({"source": "humaneval_plus"})
     with pytest.raises(ConfigError, match="not found"):
         load_evalplus("resources/nowhere.jsonl")
+
+
+FIND_ZERO_BISECTION = '''
+    lo, hi = -1000.0, 1000.0  # odd degree: the signs at the two ends differ
+    while True:
+        mid = (lo + hi) / 2
+        value = poly(xs, mid)
+        if abs(value) < 1e-9 or hi - lo < 1e-12:
+            return mid
+        if (poly(xs, lo) > 0) == (value > 0):
+            lo = mid
+        else:
+            hi = mid
+'''
+
+
+def test_find_zero_accepts_any_root_and_rejects_a_wrong_one(humaneval):
+    """HumanEval/32 asks for a zero of the polynomial, not the canonical one: EvalPlus's
+    oracle checks |poly(x)| <= atol. This bisection finds other roots than the canonical."""
+    rows, problems = humaneval
+    i = next(i for i, r in enumerate(rows) if r["task_id"] == "HumanEval/32")
+    other, wrong = rows[i]["prompt"] + FIND_ZERO_BISECTION, rows[i]["prompt"] + "    return 0.0\n"
+    namespace = {}
+    exec(other, namespace)
+    roots = [namespace["find_zero"](*args) for args in problems[i]["tests"]["inputs"]]
+    assert all(abs(namespace["poly"](*args, x)) < 1e-6 for args, x in zip(problems[i]["tests"]["inputs"], roots))
+    assert any(abs(x - e) > 1e-3 for x, e in zip(roots, problems[i]["tests"]["expected"]))  # other roots
+    assert [r.passed for r in check_problems([other, wrong], [problems[i]] * 2)] == [True, False]

@@ -71,11 +71,9 @@ def _recorded_calls(row: dict[str, Any], limit: int = 100) -> list[list[Any]]:
     return calls[:limit]
 
 
-# HumanEval/32 (find_zero): EvalPlus 0.3.1's special oracle `continue`s before it records the
-# input as passed, so no answer can ever pass it. It is compared with the canonical root
-# instead (within the check's own 1e-4), with EvalPlus's generic comparison.
+# HumanEval/32 (find_zero) accepts any x with |poly(x)| <= atol (EvalPlus's special oracle;
+# 1e-4 is the bound of the problem's own check). code_exec reads that oracle's verdict.
 HUMANEVAL_ATOL = {"HumanEval/32": 1e-4}
-NO_SPECIAL_ORACLE = {"HumanEval/32"}
 
 
 def humaneval_from_package() -> list[dict[str, Any]]:
@@ -113,7 +111,7 @@ def evalplus_problems(rows: list[dict[str, Any]], dataset: str, cache: Path | No
         out = cached[r["task_id"]]
         problems.append({
             "task_id": r["task_id"], "problem": r["prompt"], "entry_point": r["entry_point"], "reference": reference,
-            "tests": {"kind": "function", "dataset": "generic" if r["task_id"] in NO_SPECIAL_ORACLE else dataset,
+            "tests": {"kind": "function", "dataset": dataset,
                       "atol": float(r.get("atol") or 0),
                       "inputs": r["base_input"], "expected": out["base"],
                       "plus_inputs": r.get("plus_input") or [], "plus_expected": out["plus"]},

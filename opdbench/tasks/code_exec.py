@@ -20,7 +20,8 @@ says its guard is not a sandbox, so the child first adds what it lacks:
 The child is forked from the calling process (as EvalPlus does), which may hold torch
 and a model: its address-space limit is therefore its size at fork plus ``memory_bytes``.
 
-Statuses: ``pass`` (every test passed), ``fail`` (some test failed or the code raised,
+Statuses: ``pass`` (every test passed; with EvalPlus 0.3.1's find_zero oracle, which never
+counts a passing input, no input failed), ``fail`` (some test failed or the code raised,
 exited or did not define the entry point), ``timeout`` (killed after the wall-clock
 budget), ``no_code`` (the response had no code block).
 """
@@ -166,7 +167,7 @@ def _run_stdio(root, memory_bytes, code, cases, time_limits, stat, details, prog
             stat.value = _FAILED
 
 
-def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float]) -> CheckResult:
+def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], uncounted: bool = False) -> CheckResult:
     ctx = multiprocessing.get_context("fork")
     stat, progress = ctx.Value("i", _UNKNOWN), ctx.Value("i", 0)
     details = ctx.Array("b", [False] * max(n_tests, 1))
@@ -184,6 +185,11 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float]) ->
     finally:
         shutil.rmtree(root, ignore_errors=True)
     ok = [bool(d) for d in details[:n_tests]]
+    if uncounted and stat.value == _SUCCESS and not timed_out:
+        # EvalPlus 0.3.1's find_zero oracle `continue`s before it counts an input that passes;
+        # one that fails is counted (progress) as not passed. So: pass iff none failed.
+        failed = progress.value - sum(ok)
+        return CheckResult(failed == 0, "pass" if failed == 0 else "fail", [failed == 0] * n_tests)
     if stat.value == _SUCCESS and not timed_out and all(ok):
         return CheckResult(True, "pass", ok)
     return CheckResult(False, "timeout" if timed_out and stat.value == _UNKNOWN else "fail", ok)
@@ -216,7 +222,7 @@ def check_function(code: str | None, entry_point: str, inputs: list, expected: l
         return CheckResult(False, "no_code", [False] * len(inputs))
     limits = _limits(len(inputs), time_limit_s, time_limits)
     return _execute(_run_function, (memory_bytes, dataset, entry_point, code, inputs, expected, limits, atol),
-                    len(inputs), limits)
+                    len(inputs), limits, uncounted=(dataset, entry_point) == ("humaneval", "find_zero"))
 
 
 def check_stdio(code: str | None, cases: list[tuple[str, str]], *, time_limit_s: float = 2.0,
