@@ -167,3 +167,83 @@ def test_check_problems_runs_in_parallel_and_keeps_order():
     results = check_problems(codes, [problem] * 8, workers=4)
     assert [r.passed for r in results] == [True, False] * 4
     assert time.time() - t0 < 4 * 0.5 + 3  # 4 sleeping checks would take 2 s one by one
+
+
+def _processes_with(marker: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if marker.encode() in fh.read().split(b"\0"):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_background_processes_die_with_the_check():
+    # posix_spawn survives EvalPlus's guard; setsid takes the process out of the check's group.
+    marker = "31.41592"
+    result, _ = run(f"def f(a, b):\n    os.posix_spawn('/bin/sleep', ['sleep', '{marker}'], {{}}, setsid=True)\n"
+                    f"    return a + b")
+    survivors = _processes_with(marker)
+    for pid in survivors:
+        os.kill(int(pid), 9)
+    assert result.passed and not survivors  # it did spawn, and the spawned process is gone
+
+
+@pytest.mark.parametrize("call, expected", [("os.pread({fd}, 6, 0)", b"secret"), ("os.pwrite({fd}, b'pwned!', 0)", 6)])
+def test_inherited_file_descriptors_are_out_of_reach(tmp_path, call, expected):
+    path = tmp_path / "secret.txt"
+    path.write_text("secret")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        result = check_function(f"import os\ndef f():\n    return {call.format(fd=fd)}", "f", [[]], [expected])
+    finally:
+        os.close(fd)
+    assert not result.passed and path.read_text() == "secret"
+
+
+def test_reading_the_initial_environment_block(monkeypatch):
+    """/proc/self/environ shows the environment the process started with, which clearing
+    os.environ leaves in place; the code makes itself dumpable again to read it."""
+    with open("/proc/self/environ", "rb") as fh:
+        entries = [e for e in fh.read().split(b"\0") if e and not e.startswith((b"PATH=", b"LANG="))]
+    if not entries:
+        pytest.skip("the test process has no environment to leak")
+    code = ("import ctypes, io, os\ndef f(needle):\n    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE\n"
+            "    seen = b''\n    for pid in ('self', str(os.getppid())):\n        try:\n"
+            "            with io.open(f'/proc/{pid}/environ', 'rb') as fh:\n                seen += fh.read()\n"
+            "        except OSError:\n            pass\n    return needle in seen")
+    assert check_function(code, "f", [[entries[0]]], [False]).passed  # the code ran, and did not see it
+    assert not check_function(code, "f", [[entries[0]]], [True]).passed
+
+
+def test_no_new_privileges():
+    code = ("import io\ndef f():\n"
+            "    return [l.split()[1] for l in io.open('/proc/self/status') if l.startswith('NoNewPrivs')]")
+    assert check_function(code, "f", [[]], [["1"]]).passed
+
+
+def test_oversized_write_fails_the_write_not_the_check():
+    import signal
+
+    code = ("import io\ndef f(a, b):\n    try:\n        with io.open('big', 'wb') as fh:\n"
+            "            fh.write(b'x' * (17 << 20))\n    except OSError:\n        return a + b\n    return 0")
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # CPython ignores it at start-up; a host may not
+    try:
+        result, _ = run(code)
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
+    assert result.passed  # RLIMIT_FSIZE refused the write (EFBIG) rather than killing the check
+
+
+@pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "/dev/shm"])
+def test_world_writable_directories_are_out_of_reach(directory):
+    path = f"{directory}/opdbench-pwned-{os.getpid()}"
+    try:
+        result, _ = run(f"def f(a, b):\n    os.close(os.open({path!r}, os.O_WRONLY | os.O_CREAT))\n    return a + b")
+        assert not result.passed and not os.path.exists(path)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)

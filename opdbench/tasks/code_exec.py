@@ -8,14 +8,18 @@ runs in a child process that the parent kills after a wall-clock budget. EvalPlu
 says its guard is not a sandbox, so the child first adds what it lacks:
 
 - a fresh session, so the parent kills the child's whole process group (fork bombs);
-- an empty environment (model code cannot read the parent's secrets);
+- where permitted (root), a new PID namespace: the code runs as its PID 1 (a second fork), so
+  whatever it spawns, even detached, dies with it;
+- inherited file descriptors closed, stdin/stdout/stderr on /dev/null;
+- an empty environment, including the initial block that /proc/self/environ shows;
 - a new, empty network namespace (``unshare(CLONE_NEWNET)``); where that is not
   permitted, ``socket`` is disabled instead;
-- when run as root, the uid/gid of ``nobody``: the code can write only inside its own
-  sandbox directory (and world-writable places, which the open() guard below covers),
-  cannot signal other processes, and RLIMIT_NPROC caps its processes;
-- RLIMIT_FSIZE and RLIMIT_CORE, and an ``open`` guard that refuses writes outside the
-  sandbox directory.
+- when run as root, the uid/gid of ``nobody`` with ``no_new_privs``: the code cannot signal
+  other processes or regain privileges, and RLIMIT_NPROC caps its processes;
+- RLIMIT_FSIZE (SIGXFSZ ignored: an oversized write fails), RLIMIT_CORE, and ``open`` /
+  ``os.open`` guards that refuse writes outside the sandbox directory.
+
+Each layer the kernel or the user's privileges refuse is skipped; the others still apply.
 
 The child is forked from the calling process (as EvalPlus does), which may hold torch
 and a model: its address-space limit is therefore its size at fork plus ``memory_bytes``.
@@ -27,13 +31,16 @@ budget), ``no_code`` (the response had no code block).
 """
 from __future__ import annotations
 
+import ctypes
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import shutil
 import signal
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -73,6 +80,11 @@ def extract_code(response: str) -> str | None:
 
 
 # -- the child process ---------------------------------------------------------------------
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+
+
 def _address_space() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -81,63 +93,107 @@ def _address_space() -> int:
     return 0
 
 
-def _harden(root: str, memory_bytes: int) -> int:
+def _close_fds(keep: int) -> None:
+    """stdin/stdout/stderr on /dev/null; every other inherited descriptor (the parent's files,
+    sockets, pipes) closed, except ``keep``."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+
+
+def _scrub_environment(limit: int) -> None:
+    """Empty os.environ, the C environment and the block the process started with: clearing
+    os.environ leaves that block, which /proc/self/environ shows, in place."""
+    import posix
+
+    os.environ.clear()  # unsetenv() each
+    posix.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "EVALPLUS_MAX_MEMORY_BYTES": str(limit)})
+    with open("/proc/self/stat") as f:
+        start, end = map(int, f.read().rsplit(")", 1)[1].split()[47:49])  # env_start, env_end (proc(5))
+    with open("/proc/self/maps") as f:  # zeroed only if it lies on the stack, where exec put it
+        stacks = [line.split()[0].split("-") for line in f if line.rstrip().endswith("[stack]")]
+    if any(int(lo, 16) <= start < end <= int(hi, 16) for lo, hi in stacks):
+        ctypes.memset(start, 0, end - start)
+
+
+def _harden(root: str, memory_bytes: int, keep_fd: int) -> int:
     """The layers EvalPlus's reliability_guard lacks; runs in the child before any model code.
     Returns the address-space limit to hand to EvalPlus's guard."""
     import builtins
-    import ctypes
     import resource
     import socket
 
     os.setsid()  # own process group: the parent kills it whole
+    _close_fds(keep_fd)
     limit = _address_space() + memory_bytes  # what the fork inherited, plus the budget
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "EVALPLUS_MAX_MEMORY_BYTES": str(limit)})
-    try:  # needs CAP_SYS_ADMIN (root here); otherwise fall back to disabling sockets
-        isolated = ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0  # CLONE_NEWNET
-    except OSError:
-        isolated = False
-    if not isolated:
+    _scrub_environment(limit)
+    as_root = os.getuid() == 0
+    pid_ns = _libc.unshare(CLONE_NEWPID) == 0
+    if pid_ns and os.fork():  # this process only waits; the code runs as PID 1 of the namespace
+        try:
+            os.wait()
+        finally:
+            os._exit(0)
+    if _libc.unshare(CLONE_NEWNET) != 0:  # needs CAP_SYS_ADMIN; otherwise disable sockets
         def no_network(*args, **kwargs):
             raise PermissionError("network access is disabled in the sandbox")
         socket.socket = socket.create_connection = socket.socketpair = no_network  # type: ignore[assignment]
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     tempfile.tempdir = root  # EvalPlus's create_tempdir lands inside the sandbox directory
     os.chdir(root)
-    if os.getuid() == 0:
-        resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))  # counts every nobody process
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+    if as_root:
+        try:
+            resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))  # counts every nobody process
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+        except OSError:  # e.g. root without CAP_SETUID in a container
+            pass
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # exec of a setuid binary gains nothing
+    if pid_ns:  # after setuid, which clears it: if the waiting parent is killed, so is PID 1
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
-    # EvalPlus's guard later removes open() for function checks; this covers stdio programs
-    # and any reference kept before the guard. (It also removes os.getcwd, hence the copy.)
-    real_open, root_real, getcwd = builtins.open, os.path.realpath(root), os.getcwd
+    # EvalPlus's guard later removes open() and os.getcwd (hence the copy), not io.open or
+    # os.open, for function checks; these cover stdio programs, and writes through os.open.
+    real_open, real_os_open, root_real, getcwd = io.open, os.open, os.path.realpath(root), os.getcwd
+
+    def refuse_outside(file) -> None:
+        path = os.path.realpath(os.path.join(getcwd(), os.fsdecode(file)))
+        if not (path == root_real or path.startswith(root_real + os.sep) or path == os.devnull):
+            raise PermissionError(f"writing outside the sandbox is disabled: {path}")
 
     def guarded_open(file, mode="r", *args, **kwargs):
         if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+"):
-            path = os.path.realpath(os.path.join(getcwd(), os.fsdecode(file)))
-            if not (path == root_real or path.startswith(root_real + os.sep)):
-                raise PermissionError(f"writing outside the sandbox is disabled: {path}")
+            refuse_outside(file)
         return real_open(file, mode, *args, **kwargs)
 
+    def guarded_os_open(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+            refuse_outside(path if dir_fd is None else os.path.join(f"/proc/self/fd/{dir_fd}", path))
+        return real_os_open(path, flags, mode, dir_fd=dir_fd)
+
     builtins.open = io.open = guarded_open  # type: ignore[assignment]
+    os.open = guarded_os_open  # type: ignore[assignment]
     return limit
 
 
-def _run_function(root, memory_bytes, dataset, entry_point, code, inputs, expected, time_limits, atol,
+def _run_function(root, keep_fd, memory_bytes, dataset, entry_point, code, inputs, expected, time_limits, atol,
                   stat, details, progress) -> None:
-    _harden(root, memory_bytes)  # EvalPlus reads its limit from EVALPLUS_MAX_MEMORY_BYTES
+    _harden(root, memory_bytes, keep_fd)  # EvalPlus reads its limit from EVALPLUS_MAX_MEMORY_BYTES
     from evalplus.eval import unsafe_execute
 
     unsafe_execute(dataset, entry_point, code, inputs, expected, time_limits, atol, False, stat, details, progress)
 
 
-def _run_stdio(root, memory_bytes, code, cases, time_limits, stat, details, progress) -> None:
+def _run_stdio(root, keep_fd, memory_bytes, code, cases, time_limits, stat, details, progress) -> None:
     """stdin/stdout programs (LiveCodeBench): the same guards; output compared line by line
     with surrounding whitespace stripped, as LiveCodeBench's grader does."""
-    limit = _harden(root, memory_bytes)
+    limit = _harden(root, memory_bytes, keep_fd)
     import contextlib
     import sys
 
@@ -173,16 +229,16 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], un
     details = ctx.Array("b", [False] * max(n_tests, 1))
     root = tempfile.mkdtemp(prefix="opdbench-sandbox-")
     os.chmod(root, 0o777)  # the child writes here after dropping to nobody
-    proc = ctx.Process(target=target, args=(root, *args, stat, details, progress), daemon=True)
-    timed_out = False
+    done_r, done_w = os.pipe()  # held by the child (and its PID 1) alone: EOF when they are gone
+    proc = ctx.Process(target=target, args=(root, done_w, *args, stat, details, progress), daemon=True)
     try:
         proc.start()
+        os.close(done_w)
         # EvalPlus's budget: the sum of per-input limits, plus slack for start-up and exec.
-        proc.join(timeout=sum(time_limits) + 2.0)
-        if proc.is_alive():
-            timed_out = True
+        timed_out = not _wait(proc, done_r, sum(time_limits) + 2.0)
         _kill_group(proc)
     finally:
+        os.close(done_r)
         shutil.rmtree(root, ignore_errors=True)
     ok = [bool(d) for d in details[:n_tests]]
     if uncounted and stat.value == _SUCCESS and not timed_out:
@@ -195,18 +251,29 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], un
     return CheckResult(False, "timeout" if timed_out and stat.value == _UNKNOWN else "fail", ok)
 
 
+def _wait(proc, done_fd: int, timeout: float) -> bool:
+    """Whether the child exited within ``timeout``. The child has closed multiprocessing's own
+    sentinel (join() would then block in waitpid), so: its pipe, then non-blocking polls."""
+    deadline = time.monotonic() + timeout
+    multiprocessing.connection.wait([done_fd], timeout)
+    while proc.is_alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
 def _kill_group(proc) -> None:
-    """Kill the child and everything it forked (it leads its own process group)."""
+    """Kill the child and everything it forked (it leads its own process group; its PID 1,
+    where there is one, takes its PID namespace down with it)."""
     if proc.pid is None:
         return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    proc.kill()  # should killpg have missed it; once SIGKILLed, the join below is short
     proc.join(timeout=5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(timeout=5)
 
 
 def _limits(n: int, time_limit_s: float, time_limits: Sequence[float] | None) -> list[float]:
