@@ -238,12 +238,25 @@ def test_oversized_write_fails_the_write_not_the_check():
     assert result.passed  # RLIMIT_FSIZE refused the write (EFBIG) rather than killing the check
 
 
+@pytest.mark.parametrize("opener", ["os.open", pytest.param("posix.open", marks=pytest.mark.skipif(
+    os.geteuid() != 0, reason="past the Python guard only the mount namespace (root) refuses it"))])
 @pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "/dev/shm"])
-def test_world_writable_directories_are_out_of_reach(directory):
+def test_world_writable_directories_are_out_of_reach(directory, opener):
     path = f"{directory}/opdbench-pwned-{os.getpid()}"
     try:
-        result, _ = run(f"def f(a, b):\n    os.close(os.open({path!r}, os.O_WRONLY | os.O_CREAT))\n    return a + b")
+        result, _ = run(f"import posix\ndef f(a, b):\n    os.close({opener}({path!r}, os.O_WRONLY | os.O_CREAT))\n"
+                        f"    return a + b")
         assert not result.passed and not os.path.exists(path)
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hiding /root needs the mount namespace (root)")
+def test_root_home_is_hidden_but_the_interpreter_is_not():
+    code = "import io\ndef f(path):\n    with io.open(path, 'rb') as fh:\n        return len(fh.read())"
+    files = [e.path for e in os.scandir("/root") if e.is_file()]
+    if files:
+        assert not check_function(code, "f", [[files[0]]], [os.path.getsize(files[0])]).passed
+    colorsys = os.path.join(os.path.dirname(os.__file__), "colorsys.py")  # beyond the preloaded modules
+    assert check_function(code, "f", [[colorsys]], [os.path.getsize(colorsys)]).passed

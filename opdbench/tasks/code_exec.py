@@ -14,6 +14,9 @@ says its guard is not a sandbox, so the child first adds what it lacks:
 - an empty environment, including the initial block that /proc/self/environ shows;
 - a new, empty network namespace (``unshare(CLONE_NEWNET)``); where that is not
   permitted, ``socket`` is disabled instead;
+- where permitted, a private mount namespace: the whole tree read-only, the check's
+  directory a fresh size-capped tmpfs (the only writable place), /root hidden except the
+  interpreter's directories, a /proc that shows only the sandbox's processes;
 - when run as root, the uid/gid of ``nobody`` with ``no_new_privs``: the code cannot signal
   other processes or regain privileges, and RLIMIT_NPROC caps its processes;
 - RLIMIT_FSIZE (SIGXFSZ ignored: an oversized write fails), RLIMIT_CORE, and ``open`` /
@@ -39,6 +42,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -81,8 +85,31 @@ def extract_code(response: str) -> str | None:
 
 # -- the child process ---------------------------------------------------------------------
 _libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, AT_RECURSIVE, SYS_MOUNT_SETATTR = 1, 2, 0x8000, 442  # Linux >= 5.12
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+SANDBOX_DIR_BYTES = 64 << 20  # the tmpfs the code may write to
+# What the code's user must still reach under the hidden /root: the interpreter's directories.
+_UNDER_ROOT = sorted({p.split(os.sep)[2] for p in map(os.path.realpath, (sys.prefix, sys.base_prefix, *sys.path))
+                      if p.startswith("/root/")})
+
+
+def _ok(ret: int, what: str) -> None:
+    if ret != 0:
+        raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda x: None if x is None else os.fsencode(x)  # noqa: E731
+    _ok(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def _mount_setattr(path: str, recursive: bool, set_: int, clear: int = 0) -> None:
+    attr = (ctypes.c_uint64 * 4)(set_, clear, 0, 0)  # struct mount_attr
+    _ok(_libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(-100), ctypes.c_char_p(os.fsencode(path)),
+                      ctypes.c_uint(AT_RECURSIVE if recursive else 0), attr, ctypes.c_size_t(32)), "mount_setattr")
 
 
 def _address_space() -> int:
@@ -119,6 +146,30 @@ def _scrub_environment(limit: int) -> None:
         ctypes.memset(start, 0, end - start)
 
 
+def _isolate_filesystem(root: str, uid: int, own_proc: bool) -> bool:
+    """A private mount namespace (see the module's docstring). False, and nothing changed
+    outside the namespace, where it is refused; partial where a later step is refused."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        return False
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # first: nothing below may reach the host
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SANDBOX_DIR_BYTES},mode=0700,uid={uid},gid={uid}")
+    if own_proc:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if os.path.isdir("/root") and not root.startswith("/root/"):
+        kept = [os.open(f"/root/{name}", os.O_PATH) for name in _UNDER_ROOT]
+        _mount("tmpfs", "/root", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        try:  # bound back from descriptors opened before /root was covered
+            for name, fd in zip(_UNDER_ROOT, kept):
+                os.mkdir(f"/root/{name}")
+                _mount(f"/proc/self/fd/{fd}", f"/root/{name}", None, MS_BIND | MS_REC)
+        except OSError:
+            _libc.umount2(b"/root", 2)  # MNT_DETACH: /root as it was, rather than no interpreter
+            raise
+    _mount_setattr("/", True, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID)
+    _mount_setattr(root, False, 0, MOUNT_ATTR_RDONLY)
+    return True
+
+
 def _harden(root: str, memory_bytes: int, keep_fd: int) -> int:
     """The layers EvalPlus's reliability_guard lacks; runs in the child before any model code.
     Returns the address-space limit to hand to EvalPlus's guard."""
@@ -141,6 +192,11 @@ def _harden(root: str, memory_bytes: int, keep_fd: int) -> int:
         def no_network(*args, **kwargs):
             raise PermissionError("network access is disabled in the sandbox")
         socket.socket = socket.create_connection = socket.socketpair = no_network  # type: ignore[assignment]
+    if as_root:
+        try:
+            _isolate_filesystem(root, NOBODY, pid_ns)
+        except OSError:  # what was set up stays; the guards below still apply
+            pass
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -159,7 +215,8 @@ def _harden(root: str, memory_bytes: int, keep_fd: int) -> int:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     # EvalPlus's guard later removes open() and os.getcwd (hence the copy), not io.open or
-    # os.open, for function checks; these cover stdio programs, and writes through os.open.
+    # os.open, for function checks; these cover stdio programs, and the filesystem wherever the
+    # mount namespace was refused.
     real_open, real_os_open, root_real, getcwd = io.open, os.open, os.path.realpath(root), os.getcwd
 
     def refuse_outside(file) -> None:
@@ -228,7 +285,7 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], un
     stat, progress = ctx.Value("i", _UNKNOWN), ctx.Value("i", 0)
     details = ctx.Array("b", [False] * max(n_tests, 1))
     root = tempfile.mkdtemp(prefix="opdbench-sandbox-")
-    os.chmod(root, 0o777)  # the child writes here after dropping to nobody
+    os.chmod(root, 0o777)  # the child writes here after dropping to nobody (without its own tmpfs)
     done_r, done_w = os.pipe()  # held by the child (and its PID 1) alone: EOF when they are gone
     proc = ctx.Process(target=target, args=(root, done_w, *args, stat, details, progress), daemon=True)
     try:
