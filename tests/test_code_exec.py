@@ -2,6 +2,7 @@
 process carries on, and nothing outside the sandbox changes."""
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -190,6 +191,9 @@ def test_background_processes_die_with_the_check():
     for pid in survivors:
         os.kill(int(pid), 9)
     assert result.passed and not survivors  # it did spawn, and the spawned process is gone
+    # This thread's own forks are back in its PID namespace (where the child's was made).
+    assert os.readlink("/proc/thread-self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
+    assert subprocess.run(["true"]).returncode == 0
 
 
 @pytest.mark.parametrize("call, expected", [("os.pread({fd}, 6, 0)", b"secret"), ("os.pwrite({fd}, b'pwned!', 0)", 6)])

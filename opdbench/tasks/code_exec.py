@@ -8,8 +8,8 @@ runs in a child process that the parent kills after a wall-clock budget. EvalPlu
 says its guard is not a sandbox, so the child first adds what it lacks:
 
 - a fresh session, so the parent kills the child's whole process group (fork bombs);
-- where permitted (root), a new PID namespace: the code runs as its PID 1 (a second fork), so
-  whatever it spawns, even detached, dies with it;
+- where permitted (root), a new PID namespace: the child is its PID 1, so whatever it
+  spawns, even detached, dies with it (and it dies with the thread that started it);
 - inherited file descriptors closed, stdin/stdout/stderr on /dev/null;
 - an empty environment, including the initial block that /proc/self/environ shows;
 - a new, empty network namespace (``unshare(CLONE_NEWNET)``); where that is not
@@ -182,12 +182,7 @@ def _harden(root: str, memory_bytes: int, keep_fd: int) -> int:
     limit = _address_space() + memory_bytes  # what the fork inherited, plus the budget
     _scrub_environment(limit)
     as_root = os.getuid() == 0
-    pid_ns = _libc.unshare(CLONE_NEWPID) == 0
-    if pid_ns and os.fork():  # this process only waits; the code runs as PID 1 of the namespace
-        try:
-            os.wait()
-        finally:
-            os._exit(0)
+    pid_ns = os.getpid() == 1  # started in a PID namespace of its own (_start)
     if _libc.unshare(CLONE_NEWNET) != 0:  # needs CAP_SYS_ADMIN; otherwise disable sockets
         def no_network(*args, **kwargs):
             raise PermissionError("network access is disabled in the sandbox")
@@ -211,7 +206,7 @@ def _harden(root: str, memory_bytes: int, keep_fd: int) -> int:
         except OSError:  # e.g. root without CAP_SETUID in a container
             pass
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # exec of a setuid binary gains nothing
-    if pid_ns:  # after setuid, which clears it: if the waiting parent is killed, so is PID 1
+    if pid_ns:  # after setuid, which clears it: should the parent die, so does PID 1, and all it spawned
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     # EvalPlus's guard later removes open() and os.getcwd (hence the copy), not io.open or
@@ -286,10 +281,10 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], un
     details = ctx.Array("b", [False] * max(n_tests, 1))
     root = tempfile.mkdtemp(prefix="opdbench-sandbox-")
     os.chmod(root, 0o777)  # the child writes here after dropping to nobody (without its own tmpfs)
-    done_r, done_w = os.pipe()  # held by the child (and its PID 1) alone: EOF when they are gone
+    done_r, done_w = os.pipe()  # held by the child alone: EOF when it is gone
     proc = ctx.Process(target=target, args=(root, done_w, *args, stat, details, progress), daemon=True)
     try:
-        proc.start()
+        _start(proc)
         os.close(done_w)
         # EvalPlus's budget: the sum of per-input limits, plus slack for start-up and exec.
         timed_out = not _wait(proc, done_r, sum(time_limits) + 2.0)
@@ -306,6 +301,25 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], un
     if stat.value == _SUCCESS and not timed_out and all(ok):
         return CheckResult(True, "pass", ok)
     return CheckResult(False, "timeout" if timed_out and stat.value == _UNKNOWN else "fail", ok)
+
+
+def _start(proc) -> None:
+    """Start the child as PID 1 of a new PID namespace where permitted (root): whatever it
+    spawns dies with it. unshare(CLONE_NEWPID) moves only this thread's next fork; setns
+    puts the thread back at once."""
+    try:
+        own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY)
+    except OSError:
+        return proc.start()
+    try:
+        if _libc.unshare(CLONE_NEWPID) != 0:
+            return proc.start()
+        try:
+            proc.start()
+        finally:
+            _ok(_libc.setns(own, CLONE_NEWPID), "setns")
+    finally:
+        os.close(own)
 
 
 def _wait(proc, done_fd: int, timeout: float) -> bool:
