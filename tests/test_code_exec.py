@@ -182,6 +182,7 @@ def _processes_with(marker: str) -> list[str]:
     return found
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a PID namespace (root): detached processes outlive the check")
 def test_background_processes_die_with_the_check():
     # posix_spawn survives EvalPlus's guard; setsid takes the process out of the check's group.
     marker = "31.41592"
@@ -208,17 +209,18 @@ def test_inherited_file_descriptors_are_out_of_reach(tmp_path, call, expected):
     assert not result.passed and path.read_text() == "secret"
 
 
-def test_reading_the_initial_environment_block(monkeypatch):
-    """/proc/self/environ shows the environment the process started with, which clearing
-    os.environ leaves in place; the code makes itself dumpable again to read it."""
+@pytest.mark.parametrize("pid", ['"self"', pytest.param("os.getppid()", marks=pytest.mark.skipif(
+    os.geteuid() != 0, reason="as another user the scoring process's own environ is the code's to read"))])
+def test_reading_the_initial_environment_block(pid):
+    """/proc/<pid>/environ shows the environment a process started with, which clearing
+    os.environ leaves in place; the code first makes itself dumpable again."""
     with open("/proc/self/environ", "rb") as fh:
         entries = [e for e in fh.read().split(b"\0") if e and not e.startswith((b"PATH=", b"LANG="))]
     if not entries:
         pytest.skip("the test process has no environment to leak")
-    code = ("import ctypes, io, os\ndef f(needle):\n    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE\n"
-            "    seen = b''\n    for pid in ('self', str(os.getppid())):\n        try:\n"
-            "            with io.open(f'/proc/{pid}/environ', 'rb') as fh:\n                seen += fh.read()\n"
-            "        except OSError:\n            pass\n    return needle in seen")
+    code = (f"import ctypes, io, os\ndef f(needle):\n    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE\n"
+            f"    try:\n        with io.open(f'/proc/{{{pid}}}/environ', 'rb') as fh:\n"
+            f"            return needle in fh.read()\n    except OSError:\n        return False")
     assert check_function(code, "f", [[entries[0]]], [False]).passed  # the code ran, and did not see it
     assert not check_function(code, "f", [[entries[0]]], [True]).passed
 

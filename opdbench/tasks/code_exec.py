@@ -284,8 +284,10 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], un
     done_r, done_w = os.pipe()  # held by the child alone: EOF when it is gone
     proc = ctx.Process(target=target, args=(root, done_w, *args, stat, details, progress), daemon=True)
     try:
-        _start(proc)
-        os.close(done_w)
+        try:
+            _start(proc)
+        finally:
+            os.close(done_w)
         # EvalPlus's budget: the sum of per-input limits, plus slack for start-up and exec.
         timed_out = not _wait(proc, done_r, sum(time_limits) + 2.0)
         _kill_group(proc)
