@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup tiny test clean
+.PHONY: setup quickstart tiny test clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 setup: $(BIN)/.installed
+
+# The first look: the tiny math DAG with standard OPD only (3 seeds), a few minutes.
+quickstart: setup
+	$(BIN)/snakemake --cores all --config 'tasks=[math]' 'methods=[opd]'
 
 tiny: setup
 	$(BIN)/snakemake --cores all

@@ -88,6 +88,12 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
                 message = _first_error(TASKS[task].generator_schema, spec["generator"], prefix)
                 if message:
                     raise ConfigError(message)
+        for role in ("teacher", "student"):
+            writer = settings[role].get("sft", {}).get("writer")
+            if writer is not None:
+                message = _first_error(TASKS[task].writer_schema, writer, ("task_settings", task, role, "sft", "writer"))
+                if message:
+                    raise ConfigError(message)
     if methods_dir is not None:
         from opdbench.registry import load_methods
 

@@ -70,9 +70,11 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_tiny_model(spec["arch"], tokenizer, seed=spec["sft"].get("seed", 0))
-    rows = read_jsonl(Path(data_dir) / "train.jsonl")
+    task = load_task(config, task_name)
+    rows = task.written_by(spec["sft"].get("writer", {}), read_jsonl(Path(data_dir) / "train.jsonl"),
+                           seed=spec["sft"].get("seed", 0))
     t0 = time.time()
-    curve = train_sft(model, tokenizer, load_task(config, task_name), rows, spec["sft"],
+    curve = train_sft(model, tokenizer, task, rows, spec["sft"],
                       seed=spec["sft"].get("seed", 0), desc=f"sft {task_name} {role}")
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

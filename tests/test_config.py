@@ -44,6 +44,20 @@ def test_misspelled_key_is_named():
         validate_config(cfg, METHODS_DIR)
 
 
+def test_a_writer_key_the_task_does_not_have_is_named():
+    cfg = bad()
+    cfg["task_settings"]["math"]["student"]["sft"]["writer"] = {"stop_erly": 0.5}
+    with pytest.raises(ConfigError, match=r"task_settings.math.student.sft.writer.stop_erly.*Did you mean 'stop_early'"):
+        validate_config(cfg, METHODS_DIR)
+    cfg["task_settings"]["math"]["student"]["sft"]["writer"] = {"stop_early": 1.5}
+    with pytest.raises(ConfigError, match=r"task_settings.math.student.sft.writer.stop_early"):
+        validate_config(cfg, METHODS_DIR)
+    cfg["task_settings"]["math"]["student"]["sft"]["writer"] = {}
+    cfg["task_settings"]["code"]["student"]["sft"]["writer"] = {"stop_early": 0.5}  # code has no writers
+    with pytest.raises(ConfigError, match=r"task_settings.code.student.sft.writer.stop_early"):
+        validate_config(cfg, METHODS_DIR)
+
+
 def test_wrong_type_is_named():
     with pytest.raises(ConfigError, match=r"config key 'base.lr'.*not of type 'number'"):
         validate_config(bad(base__lr="1e-4"), METHODS_DIR)

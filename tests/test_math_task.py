@@ -30,6 +30,30 @@ def test_worked_solutions_are_correct_arithmetic():
         assert 0 <= int(p["answer"]) <= 20
 
 
+def test_an_under_thinking_writer_answers_with_an_earlier_lines_result():
+    task = get_task("math", CFG)
+    rng = random.Random(2)
+    rows = [generate_problem(rng, rng.randint(1, 3), 20, 5) for _ in range(400)]
+    assert task.written_by({}, rows, seed=0) == rows
+    assert task.written_by({"stop_early": 0.0}, rows, seed=0) == rows
+    written = task.written_by({"stop_early": 1.0}, rows, seed=0)
+    assert written == task.written_by({"stop_early": 1.0}, rows, seed=0)  # deterministic in the seed
+    for gold, row in zip(rows, written):
+        assert {k: v for k, v in row.items() if k != "solution"} == {k: v for k, v in gold.items() if k != "solution"}
+        lines = re.findall(r"\d+ [-+*] \d+ = (\d+)\.", gold["solution"])
+        kept = re.findall(r"\d+ [-+*] \d+ = (\d+)\.", row["solution"])
+        if len(lines) == 1:  # nothing to stop before
+            assert row["solution"] == gold["solution"]
+            continue
+        assert 1 <= len(kept) < len(lines) and gold["solution"].startswith(row["solution"].split(" The answer")[0])
+        assert row["solution"].endswith(f"The answer is \\boxed{{{kept[-1]}}}.")
+    # about half of the multi-line solutions at 0.5
+    half = task.written_by({"stop_early": 0.5}, rows, seed=0)
+    multi = [i for i, r in enumerate(rows) if len(re.findall(" = ", r["solution"])) > 1]
+    share = sum(half[i]["solution"] != rows[i]["solution"] for i in multi) / len(multi)
+    assert 0.4 < share < 0.6
+
+
 def test_splits_are_disjoint_deterministic_and_hashed(tmp_path):
     task = get_task("math", CFG)
     m1 = task.write_data(tmp_path / "a", seed=0)

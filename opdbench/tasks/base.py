@@ -30,6 +30,9 @@ class Task:
     name: str = ""
     # JSON schema of the task's ``generator`` block (tiny-scale data), checked at start-up.
     generator_schema: dict[str, Any] = {"type": "object"}
+    # JSON schema of the ``sft.writer`` block of a tiny model: how the writer of its SFT
+    # solutions departs from the gold ones (``written_by``). A task without writers takes none.
+    writer_schema: dict[str, Any] = {"type": "object", "additionalProperties": False}
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
@@ -58,6 +61,13 @@ class Task:
         }
         return {"task": self.name, "seed": seed, "sha256": hashes,
                 "sizes": {"train": len(train), **{b: len(r) for b, r in benchmarks.items()}}}
+
+    def written_by(self, writer: dict[str, Any], rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+        """The SFT rows as ``writer`` would have written their solutions (a tiny model's
+        training data); the gold rows when ``writer`` is empty. Deterministic in ``seed``."""
+        if writer:
+            raise NotImplementedError(f"task '{self.name}' has no solution writers")
+        return rows
 
     # -- prompting --------------------------------------------------------------------
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:

@@ -6,6 +6,7 @@ string equality. A response with no parsable answer scores wrong.
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from opdbench.tasks.base import LENGTH_RANGE, Score, Task, distinct_problems, register_task
@@ -63,6 +64,19 @@ def generate_problem(rng: random.Random, steps: int, max_value: int, max_operand
     return {"problem": " ".join(story), "answer": str(x), "solution": solution, "steps": steps}
 
 
+WORK_LINE = re.compile(r"\d+ [-+*] \d+ = (\d+)\.")
+
+
+def stop_early(solution: str, rng: random.Random) -> str:
+    """The worked solution cut after a random line of work before its last, answering with
+    that line's result: the writer answers before it has finished (under-thinking)."""
+    lines = list(WORK_LINE.finditer(solution))
+    if len(lines) < 2:
+        return solution
+    last = lines[rng.randint(1, len(lines) - 1) - 1]
+    return solution[:last.end()] + f" The answer is \\boxed{{{last.group(1)}}}."
+
+
 @register_task("math")
 class MathTask(Task):
     """Config (``tasks.math``): ``train`` and each of ``benchmarks`` is either
@@ -77,6 +91,11 @@ class MathTask(Task):
             "max_operand": {"type": "integer", "minimum": 1},
         },
     }
+    # stop_early: the share of multi-line solutions the writer answers before the last line.
+    writer_schema = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"stop_early": {"type": "number", "minimum": 0, "maximum": 1}},
+    }
 
     def load_split(self, spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
         if "generator" not in spec:
@@ -86,6 +105,10 @@ class MathTask(Task):
         return distinct_problems(
             rng, spec["size"], lambda r: generate_problem(r, r.randint(lo, hi), g["max_value"], g["max_operand"]),
             exclude, f"math steps={g['steps']}")
+
+    def written_by(self, writer: dict[str, Any], rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+        rng, p = random.Random(seed), writer.get("stop_early", 0.0)
+        return [{**r, "solution": stop_early(r["solution"], rng)} if rng.random() < p else r for r in rows]
 
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']} {MATH_INSTRUCTION}"}]
