@@ -38,9 +38,25 @@ class Task:
         self.cfg = cfg
 
     # -- data -------------------------------------------------------------------------
+    # The generator key that sets a problem's length, as [lo, hi] (math: steps, code: stages).
+    length_key: str = ""
+
     def load_split(self, spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
-        """The rows of one split (generated at tiny scale, or loaded), none of whose
-        ``problem`` texts is in ``exclude``."""
+        """The rows of one split: generated at tiny scale (distinct problems, none of whose
+        ``problem`` texts is in ``exclude``), or loaded from the split's source."""
+        if "generator" not in spec:
+            return self.load_source(spec)
+        g = spec["generator"]
+        lo, hi = g[self.length_key]
+        return distinct_problems(rng, spec["size"], lambda r: self.generate(r, r.randint(lo, hi), g), exclude,
+                                 f"{self.name} {self.length_key}={g[self.length_key]}")
+
+    def generate(self, rng: random.Random, length: int, generator: dict[str, Any]) -> dict[str, Any]:
+        """One tiny-scale problem of the given length: problem, answer, solution, ..."""
+        raise NotImplementedError
+
+    def load_source(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of a split read from a file or a named benchmark (paper scale)."""
         raise NotImplementedError
 
     def write_data(self, out_dir: Path, seed: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from opdbench.tasks.base import LENGTH_RANGE, Score, Task, distinct_problems, register_task
+from opdbench.tasks.base import LENGTH_RANGE, Score, Task, register_task
 
 CODE_INSTRUCTION = "Write Python code to solve the problem. Present the code in ```python ...``` at the end."
 
@@ -112,17 +112,16 @@ class CodeTask(Task):
         },
     }
 
-    def load_split(self, spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
-        if "generator" not in spec:
-            from opdbench.tasks.code_benchmarks import load_benchmark
+    length_key = "stages"
 
-            return load_benchmark(spec)
-        g = spec["generator"]
-        lo, hi = g["stages"]
-        return distinct_problems(
-            rng, spec["size"],
-            lambda r: generate_problem(r, r.randint(lo, hi), g.get("tests", 6), g.get("max_len", 6), g.get("max_value", 20)),
-            exclude, f"code stages={g['stages']}")
+    def generate(self, rng: random.Random, length: int, generator: dict[str, Any]) -> dict[str, Any]:
+        g = generator
+        return generate_problem(rng, length, g.get("tests", 6), g.get("max_len", 6), g.get("max_value", 20))
+
+    def load_source(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
+        from opdbench.tasks.code_benchmarks import load_benchmark
+
+        return load_benchmark(spec)
 
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']}\n{CODE_INSTRUCTION}"}]

@@ -9,7 +9,7 @@ import random
 import re
 from typing import Any
 
-from opdbench.tasks.base import LENGTH_RANGE, Score, Task, distinct_problems, register_task
+from opdbench.tasks.base import LENGTH_RANGE, Score, Task, register_task
 from opdbench.tasks.sources import load_problems
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -97,14 +97,13 @@ class MathTask(Task):
         "properties": {"stop_early": {"type": "number", "minimum": 0, "maximum": 1}},
     }
 
-    def load_split(self, spec: dict[str, Any], rng: random.Random, exclude: set[str]) -> list[dict[str, Any]]:
-        if "generator" not in spec:
-            return load_problems(spec)
-        g = spec["generator"]
-        lo, hi = g["steps"]
-        return distinct_problems(
-            rng, spec["size"], lambda r: generate_problem(r, r.randint(lo, hi), g["max_value"], g["max_operand"]),
-            exclude, f"math steps={g['steps']}")
+    length_key = "steps"
+
+    def generate(self, rng: random.Random, length: int, generator: dict[str, Any]) -> dict[str, Any]:
+        return generate_problem(rng, length, generator["max_value"], generator["max_operand"])
+
+    def load_source(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
+        return load_problems(spec)
 
     def written_by(self, writer: dict[str, Any], rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
         rng, p = random.Random(seed), writer.get("stop_early", 0.0)
