@@ -18,9 +18,11 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         leaderboard_outputs(),
+        figure_outputs(),
     default_target: True

@@ -55,6 +55,17 @@ def test_code_task_trains_evaluates_and_ranks(micro_workflow):
     assert all(0 <= s["train_accuracy"] <= 1 for s in steps)  # outcomes from the sandbox
 
 
+def test_figures_are_drawn_from_the_runs(micro_workflow):
+    from opdbench.figures import CURVES, read_curves
+
+    for name in ("math_training_curves.png", "code_training_curves.png", "leaderboard_deltas.png"):
+        png = (micro_workflow / "figures" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, name
+    curves = read_curves(sorted((micro_workflow / "train/math").glob("*/seed*/metrics.jsonl")))
+    assert sorted(curves.run.unique()) == sorted(ALL_METHODS) and sorted(curves.seed.unique()) == [0, 1]
+    assert len(curves) == len(ALL_METHODS) * 2 * 4 and curves[[k for k, _ in CURVES]].notna().all().all()
+
+
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_every_method_logs_the_shared_diagnostics(micro_workflow, name):
     steps = [json.loads(line) for line in (micro_workflow / f"train/math/{name}/seed0/metrics.jsonl").open()]
@@ -83,7 +94,8 @@ def test_lint_and_dry_run(tmp_path):
     lint = run_snakemake(tmp_path, "--lint", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     dry = run_snakemake(tmp_path, "-n")
-    for rule in ("make_data", "tokenizer", "model", "train", "evaluate", "leaderboard"):
+    for rule in ("make_data", "tokenizer", "model", "train", "evaluate", "leaderboard", "training_curves",
+                 "leaderboard_deltas"):
         assert rule in dry.stdout
 
 
@@ -104,11 +116,12 @@ def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
     jobs = _planned_jobs(dry.stdout)
     assert "Params have changed" in dry.stdout
     # 1 model; 6 methods x 2 seeds of training; their 12 evaluations + the base student's 2.
-    assert jobs == {"model": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "all": 1}, jobs
+    assert jobs == {"model": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "training_curves": 1,
+                    "leaderboard_deltas": 1, "all": 1}, jobs
     # A sandbox limit: only the code evaluations, no training.
     edit.write_text("task_settings: {code: {sandbox: {time_limit_s: 3.0}}}\n")
     jobs = _planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
-    assert jobs == {"evaluate": 16, "leaderboard": 1, "all": 1}, jobs
+    assert jobs == {"evaluate": 16, "leaderboard": 1, "leaderboard_deltas": 1, "all": 1}, jobs
 
 
 def test_misspelled_method_stops_the_workflow_at_start(tmp_path):

@@ -40,6 +40,16 @@ def leaderboard_outputs():
     return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
 
 
+# The published tables rendered next to the runs (none when paper_tables/ is empty).
+PAPER_TABLES = sorted(str(p) for p in (Path(workflow.basedir) / "paper_tables").glob("*.yaml"))
+
+
+def figure_outputs():
+    tables = [f"{RESULTS}/tables/paper_tables.md", f"{RESULTS}/tables/order_agreement.csv"] if PAPER_TABLES else []
+    return [f"{RESULTS}/figures/{task}_training_curves.png" for task in config["tasks"]] + [
+        f"{RESULTS}/figures/leaderboard_deltas.png"] + tables
+
+
 # Each rule's `params.settings` is the part of the config its output depends on, so that
 # Snakemake's params rerun trigger rebuilds exactly what a config edit changes.
 def data_settings(wildcards):

@@ -1,0 +1,88 @@
+"""Figures drawn from the runs: training curves per task (the quantities the papers plot:
+the student's entropy, its reverse KL to the teacher, the credit's negative tail and the
+update energy it carries) and each method's change against the base student."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# (metric key in metrics.jsonl, panel title): REOPOLD's Figures 2-4 and TrOPD's Figure 1
+# plot these against the training step.
+CURVES = [
+    ("entropy", "student entropy (nats/token)"),
+    ("reverse_kl", "reverse KL to the teacher (nats/token)"),
+    ("credit_p05", "credit, 5 % quantile (nats)"),
+    ("energy_share_bottom5", "update energy in the bottom 5 % of credits"),
+    ("response_length", "response length (tokens)"),
+    ("grad_norm", "gradient norm"),
+]
+
+
+def read_curves(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (run, seed, step) from the runs' metrics.jsonl; the run and seed are
+    read from the path train/<task>/<run>/seed<k>/metrics.jsonl."""
+    frames = []
+    for path in map(Path, metrics_files):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        keys = ["step"] + [k for k, _ in CURVES]
+        frame = pd.DataFrame([{k: r.get(k) for k in keys} for r in rows])
+        frames.append(frame.assign(run=path.parent.parent.name, seed=int(path.parent.name.removeprefix("seed"))))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_training_curves(metrics_files: Iterable[str | Path], out: str | Path, title: str) -> None:
+    """A panel per quantity; a line per run (mean over seeds) with a band of +-1 std."""
+    curves = read_curves(metrics_files)
+    runs = sorted(curves.run.unique())
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
+    for ax, (key, label) in zip(axes.flat, CURVES):
+        for i, run in enumerate(runs):
+            per_step = curves[curves.run == run].groupby("step")[key].agg(["mean", "std"]).fillna(0.0)
+            color = f"C{i % 10}"
+            ax.plot(per_step.index, per_step["mean"], color=color, label=run, linewidth=1.2)
+            ax.fill_between(per_step.index, per_step["mean"] - per_step["std"], per_step["mean"] + per_step["std"],
+                            color=color, alpha=0.15, linewidth=0)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8, ncol=2)
+    fig.suptitle(title)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_leaderboard_deltas(leaderboard_csv: str | Path, out: str | Path, title: str) -> None:
+    """Per task, each method's change in Avg@N against the base student (paired by seed)
+    on every benchmark, with +-1 std over seeds."""
+    summary = pd.read_csv(leaderboard_csv)
+    runs = summary[summary.kind == "method"]
+    tasks = sorted(summary.task.unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 0.5 * runs.model.nunique() + 2.5),
+                             constrained_layout=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        s = runs[runs.task == task]
+        benches = list(dict.fromkeys(s.benchmark))
+        models = sorted(s.model.unique(), key=lambda m: -s[s.model == m].delta_avg_mean.mean())
+        height = 0.8 / len(benches)
+        for j, bench in enumerate(benches):
+            b = s[s.benchmark == bench].set_index("model").reindex(models)
+            ys = [i + j * height for i in range(len(models))]
+            ax.barh(ys, 100 * b.delta_avg_mean, height=height, xerr=100 * b.delta_avg_std.fillna(0.0),
+                    color=f"C{j}", label=bench, capsize=2)
+        ax.set_yticks([i + 0.4 - height / 2 for i in range(len(models))], models)
+        ax.invert_yaxis()
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_xlabel("Δ Avg@N against the base student (points)")
+        ax.set_title(task)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

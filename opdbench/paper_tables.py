@@ -1,0 +1,137 @@
+"""The papers' published tables next to this experiment's numbers.
+
+Each ``paper_tables/*.yaml`` holds one published results table (schema:
+``workflow/schemas/paper_table.schema.yaml``; conventions: ``paper_tables/README.md``).
+A row names the suite's method or variant it is (``method``), or that it is the base
+student or the teacher (``role``). The rendering puts the published numbers beside the
+experiment's Avg@N for the same rows and says how well the two orders of the rows agree
+(Spearman's rho over the rows both have). At tiny scale the benchmarks differ from the
+papers', so only the order can be compared; at paper scale the numbers themselves.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from opdbench.config import _first_error, load_yaml
+from opdbench.errors import ConfigError, unknown_name_error
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES_DIR = REPO / "paper_tables"
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "paper_table.schema.yaml"
+# A published row's score for ranking: the table's own average column when it has one.
+AVERAGE_COLUMN = re.compile(r"^(avg|average|mean)\b", re.IGNORECASE)
+ROLE_MODELS = {"student": "student", "teacher": "teacher"}  # leaderboard model of a reference row
+
+
+def load_paper_tables(directory: str | Path = TABLES_DIR, known_runs: Iterable[str] | None = None
+                      ) -> dict[str, dict[str, Any]]:
+    """Every table file of ``directory`` by name, validated: the schema, values only for
+    declared columns, and (given ``known_runs``) each row's ``method`` a runnable name."""
+    schema = load_yaml(SCHEMA_PATH)
+    known = sorted(known_runs) if known_runs is not None else None
+    tables = {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        table = load_yaml(path)
+        message = _first_error(schema, table)
+        if message:
+            raise ConfigError(f"{path.name}: {message}")
+        for i, row in enumerate(table["rows"]):
+            stray = sorted(set(row["values"]) - set(table["columns"]))
+            if stray:
+                raise ConfigError(f"{path.name}: rows.{i} ({row['label']}) has values for undeclared columns {stray}; "
+                                  f"columns: {', '.join(table['columns'])}")
+            if known is not None and row.get("method") is not None and row["method"] not in known:
+                raise ConfigError(f"{path.name}: rows.{i} ({row['label']}): "
+                                  f"{unknown_name_error('method', row['method'], known)}")
+        tables[path.stem] = table
+    return tables
+
+
+def published_score(table: dict[str, Any], row: dict[str, Any]) -> float | None:
+    """The row's average column if the table has one, else the mean of its cells that are
+    not Pass@k (a table of Avg@k / Pass@k pairs ranks by Avg@k)."""
+    values = row["values"]
+    averages = [c for c in table["columns"] if AVERAGE_COLUMN.match(c) and "pass" not in c.lower()]
+    if averages:
+        return values.get(averages[0])
+    cells = [v for c, v in values.items() if "pass" not in c.lower()]
+    return sum(cells) / len(cells) if cells else None
+
+
+def row_model(row: dict[str, Any]) -> str | None:
+    """The leaderboard model a published row corresponds to, if any."""
+    return ROLE_MODELS.get(row["role"]) or row.get("method")
+
+
+def reproduced(summary: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str]:
+    """model x benchmark table of the experiment's Avg@N means (in %) for one task, and
+    the metric's name (avg@N, N being the task's samples per problem)."""
+    s = summary[summary.task == task]
+    avg = next(c for c in s.columns if re.fullmatch(r"avg@\d+_mean", c) and s[c].notna().all())
+    return s.pivot(index="model", columns="benchmark", values=avg) * 100.0, avg.split("_")[0]
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tuple[str, dict[str, Any]]:
+    """Markdown for one table (published cells, then this experiment's) and its agreement row."""
+    task, columns = table["setup"]["task"], table["columns"]
+    setup = "; ".join(f"{k}: {v}" for k, v in table["setup"].items() if k != "notes")
+    lines = [f"### {table['paper']}: {name}", "", table["caption"], "",
+             f"Source: {table['source']} ({'verified against the paper' if table['verified'] else 'NOT verified: a secondary summary'}). "
+             f"Setup: {setup}.", ""]
+    ran = task in set(summary.task)
+    repro, metric = reproduced(summary, task) if ran else (pd.DataFrame(), "")
+    benches = list(repro.columns)
+    header = ["row", "suite run", *columns, "published score", *(f"{b} {metric} (this run)" for b in benches),
+              "this run's mean"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    pairs = []
+    for row in table["rows"]:
+        model = row_model(row)
+        score = published_score(table, row)
+        mine = repro.loc[model] if model in repro.index else None
+        cells = [row["label"], model or "", *(_cell(row["values"].get(c)) for c in columns), _cell(score)]
+        cells += [_cell(mine[b]) if mine is not None else "" for b in benches]
+        cells.append(_cell(mine.mean()) if mine is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
+        if mine is not None and score is not None:
+            pairs.append((score, mine.mean()))
+    # Spearman's rho: Pearson's r of the ranks (pandas' own "spearman" needs scipy).
+    published, ours = pd.Series([p for p, _ in pairs]), pd.Series([m for _, m in pairs])
+    rho = published.rank().corr(ours.rank()) if len(pairs) >= 3 else float("nan")
+    lines.append("")
+    if not ran:
+        lines.append(f"Task '{task}' is not in this experiment: published numbers only.")
+    elif len(pairs) < 3:
+        lines.append(f"{len(pairs)} of its rows ran in this experiment: too few to compare orders.")
+    else:
+        lines.append(f"Order agreement over the {len(pairs)} rows that ran: Spearman's rho = {rho:.2f} "
+                     "(1: this run orders them as the paper does).")
+    note = table["setup"].get("notes")
+    if note:
+        lines += ["", f"Note: {note}"]
+    return "\n".join(lines) + "\n", {"table": name, "paper": table["paper"], "task": task,
+                                     "verified": table["verified"], "rows_compared": len(pairs), "spearman_rho": rho}
+
+
+def write_paper_tables(tables: dict[str, dict[str, Any]], leaderboard_csv: str | Path, out_md: str | Path,
+                       out_csv: str | Path, experiment: str) -> None:
+    summary = pd.read_csv(leaderboard_csv)
+    sections, agreement = [], []
+    for name, table in tables.items():
+        text, row = render_table(name, table, summary)
+        sections.append(text)
+        agreement.append(row)
+    head = (f"# The papers' tables next to experiment {experiment}\n\n"
+            "Published cells as printed; 'published score' is the table's average column (or the mean of its "
+            "non-Pass@k cells); the experiment's columns are its own benchmarks' Avg@N in %, mean over seeds.\n\n")
+    Path(out_md).write_text(head + "\n".join(sections))
+    pd.DataFrame(agreement, columns=["table", "paper", "task", "verified", "rows_compared", "spearman_rho"]
+                 ).to_csv(out_csv, index=False)

@@ -1,0 +1,111 @@
+"""The published tables: every shipped file is valid and names runnable methods; a bad
+file is named with its key; the rendering puts the right numbers beside each row and
+measures order agreement correctly."""
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import METHODS_DIR, REPO
+from opdbench.config import load_yaml
+from opdbench.errors import ConfigError
+from opdbench.paper_tables import TABLES_DIR, load_paper_tables, published_score, render_table, write_paper_tables
+from opdbench.registry import load_methods
+
+
+def known_runs():
+    return [*load_methods(METHODS_DIR), *load_yaml(REPO / "config" / "config.yaml")["variants"]]
+
+
+def table(**over):
+    t = {"paper": "REOPOLD", "citation": "Ko et al., 2026", "source": "seeds/000, Table 1", "verified": True,
+         "caption": "Math results.", "setup": {"task": "math", "metric": "Avg@32"},
+         "columns": ["MATH500", "AIME24", "Avg."],
+         "rows": [{"label": "Student", "method": None, "role": "student", "values": {"MATH500": 50.0, "Avg.": 30.0}},
+                  {"label": "OPD", "method": "opd", "role": "method", "values": {"MATH500": 60.0, "Avg.": 40.0}},
+                  {"label": "EOPD", "method": "eopd", "role": "method", "values": {"MATH500": 61.0, "Avg.": 42.0}},
+                  {"label": "REOPOLD", "method": "reopold", "role": "method",
+                   "values": {"MATH500": 65.0, "AIME24": 20.0, "Avg.": 45.0}},
+                  {"label": "GRPO", "method": None, "role": "baseline", "values": {"MATH500": 55.0}}]}
+    t.update(over)
+    return t
+
+
+def summary(avg_by_model: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """A leaderboard.csv as the leaderboard writes it: math_id and math_long Avg@8 per model."""
+    rows = []
+    for model, values in avg_by_model.items():
+        for bench, v in zip(("math_id", "math_long"), values):
+            rows.append({"task": "math", "model": model, "kind": "method", "benchmark": bench, "avg@8_mean": v})
+    return pd.DataFrame(rows)
+
+
+def write(tmp_path, name, t):
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(t, sort_keys=False))
+
+
+def test_every_shipped_table_is_valid_and_names_runnable_methods():
+    tables = load_paper_tables(TABLES_DIR, known_runs())
+    if not tables:
+        pytest.skip("paper_tables/ holds no tables yet")
+    for name, t in tables.items():
+        assert any(row["values"] for row in t["rows"]), name
+
+
+def test_a_bad_table_names_its_file_and_key(tmp_path):
+    write(tmp_path, "bad", table(verified="yes"))
+    with pytest.raises(ConfigError, match=r"bad.yaml: config key 'verified'"):
+        load_paper_tables(tmp_path)
+
+
+def test_an_unknown_method_lists_the_runnable_names(tmp_path):
+    rows = table()["rows"]
+    rows[1]["method"] = "opdd"
+    write(tmp_path, "t1", table(rows=rows))
+    with pytest.raises(ConfigError, match=r"t1.yaml: rows.1 \(OPD\): unknown method 'opdd'. Did you mean 'opd'\?.*eopd"):
+        load_paper_tables(tmp_path, known_runs())
+
+
+def test_a_value_for_an_undeclared_column_is_named(tmp_path):
+    rows = table()["rows"]
+    rows[2]["values"]["AIME25"] = 1.0
+    write(tmp_path, "t1", table(rows=rows))
+    with pytest.raises(ConfigError, match=r"rows.2 \(EOPD\) has values for undeclared columns \['AIME25'\]"):
+        load_paper_tables(tmp_path)
+
+
+def test_published_score_is_the_average_column_else_the_mean_of_non_pass_cells():
+    t = table()
+    assert published_score(t, t["rows"][3]) == 45.0
+    pairs = table(columns=["MATH500 Avg@8", "MATH500 Pass@8", "AMC23 Avg@8", "AMC23 Pass@8"])
+    row = {"label": "OPD", "role": "method", "values": {"MATH500 Avg@8": 67.76, "MATH500 Pass@8": 84.8,
+                                                        "AMC23 Avg@8": 39.06, "AMC23 Pass@8": 70.0}}
+    assert published_score(pairs, row) == pytest.approx((67.76 + 39.06) / 2)
+    assert published_score(pairs, {"label": "x", "role": "method", "values": {}}) is None
+
+
+def test_rendering_places_each_rows_numbers_and_measures_order_agreement():
+    # This run orders student < opd < eopd < reopold, as the paper does: rho = 1.
+    same = summary({"student": (0.30, 0.10), "opd": (0.34, 0.12), "eopd": (0.35, 0.13), "reopold": (0.40, 0.20),
+                    "teacher": (0.99, 0.18)})
+    text, row = render_table("reopold_table1", table(), same)
+    assert row["rows_compared"] == 4 and row["spearman_rho"] == pytest.approx(1.0)
+    assert "| REOPOLD | reopold | 65.0 | 20.0 | 45.0 | 45.0 | 40.0 | 20.0 | 30.0 |" in text
+    assert "| GRPO |  | 55.0 |  |  |  |  |  |  |" in text  # a baseline the suite does not run; no Avg. cell
+    # Reversed among the methods: ranks (published) 1,2,3,4 against (here) 1,4,3,2.
+    reversed_ = summary({"student": (0.30, 0.10), "opd": (0.40, 0.20), "eopd": (0.35, 0.13), "reopold": (0.34, 0.12)})
+    _, row = render_table("reopold_table1", table(), reversed_)
+    d2 = (0 ** 2 + 2 ** 2 + 0 ** 2 + 2 ** 2)
+    assert row["spearman_rho"] == pytest.approx(1 - 6 * d2 / (4 * (4 ** 2 - 1)))
+
+
+def test_a_table_of_another_task_or_with_too_few_rows_says_so(tmp_path):
+    text, row = render_table("t", table(setup={"task": "visual"}), summary({"opd": (0.3, 0.1)}))
+    assert "Task 'visual' is not in this experiment" in text and math.isnan(row["spearman_rho"])
+    text, row = render_table("t", table(), summary({"opd": (0.3, 0.1), "student": (0.2, 0.1)}))
+    assert "2 of its rows ran in this experiment: too few" in text and row["rows_compared"] == 2
+    csv = tmp_path / "leaderboard.csv"
+    summary({"opd": (0.3, 0.1)}).to_csv(csv, index=False)
+    write_paper_tables({"t": table()}, csv, tmp_path / "t.md", tmp_path / "t.csv", "tiny")
+    assert pd.read_csv(tmp_path / "t.csv").rows_compared.tolist() == [1]

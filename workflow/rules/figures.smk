@@ -1,0 +1,50 @@
+rule training_curves:
+    """Per task, every run's training curves (entropy, reverse KL, the credit's negative
+    tail and its share of the update energy, length, grad norm), mean +- std over seeds.
+    Reads each run's metrics.jsonl beside its run.json (metrics.jsonl is not an output of
+    `train`: Snakemake would delete it when a killed run fails, and resume needs it)."""
+    input:
+        lambda wildcards: [f"{RESULTS}/train/{wildcards.task}/{run}/seed{seed}/run.json" for run in RUNS for seed in SEEDS],
+    output:
+        report(f"{RESULTS}/figures/{{task}}_training_curves.png", caption="../report/training_curves.rst",
+               category="Figures"),
+    log:
+        f"{RESULTS}/logs/figures/{{task}}_training_curves.log",
+    conda:
+        ENV
+    script:
+        "../scripts/training_curves.py"
+
+
+rule leaderboard_deltas:
+    """Each method's change in Avg@N against the base student, per task and benchmark."""
+    input:
+        rules.leaderboard.output.csv,
+    output:
+        report(f"{RESULTS}/figures/leaderboard_deltas.png", caption="../report/leaderboard_deltas.rst",
+               category="Figures"),
+    log:
+        f"{RESULTS}/logs/figures/leaderboard_deltas.log",
+    conda:
+        ENV
+    script:
+        "../scripts/leaderboard_deltas.py"
+
+
+rule paper_tables:
+    """Every published table of paper_tables/ beside this experiment's numbers for the same
+    rows, and how well the two orders agree."""
+    input:
+        leaderboard=rules.leaderboard.output.csv,
+        tables=PAPER_TABLES,
+    output:
+        md=report(f"{RESULTS}/tables/paper_tables.md", caption="../report/paper_tables.rst", category="Tables"),
+        csv=f"{RESULTS}/tables/order_agreement.csv",
+    log:
+        f"{RESULTS}/logs/tables/paper_tables.log",
+    params:
+        methods_dir=str(METHODS_DIR),
+    conda:
+        ENV
+    script:
+        "../scripts/paper_tables.py"
