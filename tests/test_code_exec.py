@@ -1,15 +1,26 @@
 """The code sandbox: every bad input is scored as a failure within its time limit, the test
-process carries on, and nothing outside the sandbox changes."""
+process carries on, and nothing outside the sandbox changes. Every test runs twice: with the
+sandbox's child forked by a zygote (the default) and by the test process itself (the
+fallback where no zygote can start)."""
 import os
+import queue
+import signal
 import socket
 import subprocess
 import time
 
 import pytest
 
+from opdbench.tasks import code_exec
 from opdbench.tasks.code_exec import check_function, check_problems, check_stdio, extract_code
 
 LIMIT = 1.0
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["zygote", "caller"])
+def forked_by(request, monkeypatch):
+    monkeypatch.setattr(code_exec, "USE_ZYGOTE", request.param)
+    return request.param
 
 
 def run(body: str, expected=(3,), inputs=((1, 2),)):
@@ -133,6 +144,28 @@ def test_reading_environment_variables(monkeypatch):
     monkeypatch.setenv("OPDBENCH_SECRET", "hunter2")
     result = check_function("import os\ndef f():\n    return os.environ.get('OPDBENCH_SECRET')", "f", [[]], ["hunter2"])
     assert not result.passed  # it would pass if the secret leaked into the sandbox
+
+
+def test_checks_run_in_the_zygote_and_fall_back_when_it_dies(forked_by, monkeypatch, capsys):
+    if not forked_by:
+        pytest.skip("about the zygote")
+    monkeypatch.setattr(code_exec._Zygote, "idle", queue.SimpleQueue())  # zygotes of this test only
+    monkeypatch.setattr(code_exec._Zygote, "failed", False)
+    problem = {"entry_point": "f", "tests": {"kind": "function", "inputs": [[1]], "expected": [1]}}
+    real = code_exec._fork_and_check
+    monkeypatch.setattr(code_exec, "_fork_and_check", None)  # this process cannot fork a check now
+    assert [r.passed for r in check_problems(["def f(x):\n    return x", "def f(x):\n    return 0"] * 2,
+                                             [problem] * 4)] == [True, False] * 2
+    zygotes = [code_exec._Zygote.idle.get_nowait() for _ in range(code_exec._Zygote.idle.qsize())]
+    assert len(zygotes) == 2  # one per checking thread, reused
+    for zygote in zygotes:
+        os.kill(zygote.proc.pid, signal.SIGKILL)
+        zygote.proc.wait()
+        code_exec._Zygote.idle.put(zygote)
+    monkeypatch.setattr(code_exec, "_fork_and_check", real)
+    assert check_function("def f(x):\n    return x", "f", [[1]], [1]).passed  # same answer, from here
+    assert code_exec._Zygote.failed and "the zygote exited (-9)" in capsys.readouterr().err
+    assert not check_function("def f(x):\n    return 0", "f", [[1]], [1]).passed
 
 
 def test_extract_code_takes_the_last_python_block():

@@ -24,8 +24,13 @@ says its guard is not a sandbox, so the child first adds what it lacks:
 
 Each layer the kernel or the user's privileges refuse is skipped; the others still apply.
 
-The child is forked from the calling process (as EvalPlus does), which may hold torch
-and a model: its address-space limit is therefore its size at fork plus ``memory_bytes``.
+The child is forked (as EvalPlus does) from a *zygote*: a bare interpreter with only this
+module and the preloaded modules, started once per checking thread with an empty
+environment and reused. fork() copies the forking process's page tables, so a child forked
+straight from a training process that holds torch and two models costs about four times as
+much (``benchmarks/sandbox_overhead.py``). Where the zygote cannot start, the caller forks
+the child itself. Either way the child's address-space limit is its size at fork plus
+``memory_bytes``.
 
 Statuses: ``pass`` (every test passed; with EvalPlus 0.3.1's find_zero oracle, which never
 counts a passing input, no input failed), ``fail`` (some test failed or the code raised,
@@ -34,20 +39,26 @@ budget), ``no_code`` (the response had no code block).
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import io
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
+import queue
 import re
 import shutil
 import signal
+import struct
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from typing import Any, Sequence
 
 NOBODY = 65534
@@ -275,7 +286,29 @@ def _run_stdio(root, keep_fd, memory_bytes, code, cases, time_limits, stat, deta
             stat.value = _FAILED
 
 
-def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], uncounted: bool = False) -> CheckResult:
+def _execute(target: str, args: tuple, n_tests: int, time_limits: Sequence[float], uncounted: bool = False
+             ) -> CheckResult:
+    """Run one check in a sandboxed child forked by a zygote (see the module's docstring),
+    or by this process where no zygote is available."""
+    request = (target, args, n_tests, list(time_limits), uncounted)
+    zygote = _Zygote.take() if USE_ZYGOTE else None
+    if zygote is not None:
+        try:
+            result = zygote.execute(request)
+        except (OSError, EOFError, pickle.UnpicklingError):  # it died: this and later checks run here
+            zygote.close()
+            _Zygote.failed = True
+            print(f"[sandbox] the zygote exited ({zygote.proc.returncode}); checks now fork from this process",
+                  file=sys.stderr)
+        else:
+            _Zygote.idle.put(zygote)
+            return result
+    return _fork_and_check(*request)
+
+
+def _fork_and_check(target: str, args: tuple, n_tests: int, time_limits: Sequence[float], uncounted: bool = False
+                    ) -> CheckResult:
+    target = _TARGETS[target]
     ctx = multiprocessing.get_context("fork")
     stat, progress = ctx.Value("i", _UNKNOWN), ctx.Value("i", 0)
     details = ctx.Array("b", [False] * max(n_tests, 1))
@@ -303,6 +336,91 @@ def _execute(target, args: tuple, n_tests: int, time_limits: Sequence[float], un
     if stat.value == _SUCCESS and not timed_out and all(ok):
         return CheckResult(True, "pass", ok)
     return CheckResult(False, "timeout" if timed_out and stat.value == _UNKNOWN else "fail", ok)
+
+
+_TARGETS = {"function": _run_function, "stdio": _run_stdio}
+USE_ZYGOTE = True  # False: every check forks from the calling process (benchmarks/sandbox_overhead.py)
+_FRAME = struct.Struct("<Q")  # a pickled message's length, before it
+
+
+def _send(stream, obj) -> None:
+    data = pickle.dumps(obj)
+    stream.write(_FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream) -> Any:
+    header = stream.read(_FRAME.size)
+    if len(header) < _FRAME.size:
+        raise EOFError("the other end closed the pipe")
+    return pickle.loads(stream.read(_FRAME.unpack(header)[0]))
+
+
+class _Zygote:
+    """A bare interpreter that forks the sandboxed children for one thread at a time; the
+    idle ones wait in ``idle`` for the next check. It exits when its request pipe closes,
+    which happens when this process exits, however it exits."""
+
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    started: list = []
+    failed = False  # one died: no more are started
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from opdbench.tasks.code_exec import _serve; _serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": package_root})
+        _Zygote.started.append(self)
+
+    @classmethod
+    def take(cls) -> "_Zygote | None":
+        if cls.failed:
+            return None
+        try:
+            return cls.idle.get_nowait()
+        except queue.Empty:
+            try:
+                return cls()
+            except OSError:
+                cls.failed = True
+                return None
+
+    def execute(self, request: tuple) -> CheckResult:
+        _send(self.proc.stdin, request)
+        return _receive(self.proc.stdout)
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@atexit.register
+def _close_zygotes() -> None:
+    for zygote in _Zygote.started:
+        zygote.close()
+
+
+def _serve() -> None:
+    """The zygote's loop: a check request in, its result out, until the pipe closes. Its own
+    stdin/stdout go to /dev/null, so nothing but results reaches the pipe."""
+    requests, results = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    while True:
+        try:
+            request = _receive(requests)
+        except EOFError:
+            return
+        _send(results, _fork_and_check(*request))
 
 
 def _start(proc) -> None:
@@ -361,7 +479,7 @@ def check_function(code: str | None, entry_point: str, inputs: list, expected: l
     if code is None:
         return CheckResult(False, "no_code", [False] * len(inputs))
     limits = _limits(len(inputs), time_limit_s, time_limits)
-    return _execute(_run_function, (memory_bytes, dataset, entry_point, code, inputs, expected, limits, atol),
+    return _execute("function", (memory_bytes, dataset, entry_point, code, inputs, expected, limits, atol),
                     len(inputs), limits, uncounted=(dataset, entry_point) == ("humaneval", "find_zero"))
 
 
@@ -371,7 +489,7 @@ def check_stdio(code: str | None, cases: list[tuple[str, str]], *, time_limit_s:
     if code is None:
         return CheckResult(False, "no_code", [False] * len(cases))
     limits = _limits(len(cases), time_limit_s, time_limits)
-    return _execute(_run_stdio, (memory_bytes, code, [tuple(c) for c in cases], limits), len(cases), limits)
+    return _execute("stdio", (memory_bytes, code, [tuple(c) for c in cases], limits), len(cases), limits)
 
 
 def check_problem(code: str | None, problem: dict[str, Any], time_limit_s: float = 2.0,
