@@ -27,8 +27,8 @@ Each layer the kernel or the user's privileges refuse is skipped; the others sti
 The child is forked (as EvalPlus does) from a *zygote*: a bare interpreter with only this
 module and the preloaded modules, started once per checking thread with an empty
 environment and reused. fork() copies the forking process's page tables, so a child forked
-straight from a training process that holds torch and two models costs about four times as
-much (``benchmarks/sandbox_overhead.py``). Where the zygote cannot start, the caller forks
+straight from a training process that holds torch and two models costs four to five times
+as much (``benchmarks/sandbox_overhead.py``). Where the zygote cannot start, the caller forks
 the child itself. Either way the child's address-space limit is its size at fork plus
 ``memory_bytes``.
 
