@@ -4,8 +4,9 @@ Each ``paper_tables/*.yaml`` holds one published results table (schema:
 ``workflow/schemas/paper_table.schema.yaml``; conventions: ``paper_tables/README.md``).
 A row names the suite's method or variant it is (``method``), or that it is the base
 student or the teacher (``role``). The rendering puts the published numbers beside the
-experiment's Avg@N for the same rows and says how well the two orders of the rows agree
-(Spearman's rho over the rows both have). At tiny scale the benchmarks differ from the
+experiment's Avg@N for the same rows and says how well the two orders of the methods agree
+(Spearman's rho over the method rows both have; the base student and teacher are shown but
+not ranked, since student < methods < teacher would make any two orders look alike). At tiny scale the benchmarks differ from the
 papers', so only the order can be compared; at paper scale the numbers themselves.
 """
 from __future__ import annotations
@@ -101,8 +102,8 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tup
         cells += [_cell(mine[b]) if mine is not None else "" for b in benches]
         cells.append(_cell(mine.mean()) if mine is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
-        if mine is not None and score is not None:
-            pairs.append((score, mine.mean()))
+        if row["role"] == "method" and mine is not None and score is not None:
+            pairs.append((score, mine.mean()))  # the methods' order (student < methods < teacher says little)
     # Spearman's rho: Pearson's r of the ranks (pandas' own "spearman" needs scipy).
     published, ours = pd.Series([p for p, _ in pairs]), pd.Series([m for _, m in pairs])
     rho = published.rank().corr(ours.rank()) if len(pairs) >= 3 else float("nan")
@@ -110,10 +111,10 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tup
     if not ran:
         lines.append(f"Task '{task}' is not in this experiment: published numbers only.")
     elif len(pairs) < 3:
-        lines.append(f"{len(pairs)} of its rows ran in this experiment: too few to compare orders.")
+        lines.append(f"{len(pairs)} of its method rows ran in this experiment: too few to compare orders.")
     else:
-        lines.append(f"Order agreement over the {len(pairs)} rows that ran: Spearman's rho = {rho:.2f} "
-                     "(1: this run orders them as the paper does).")
+        lines.append(f"Order agreement over the {len(pairs)} method rows that ran: Spearman's rho = {rho:.2f} "
+                     "(1: this run orders the methods as the paper does).")
     note = table["setup"].get("notes")
     if note:
         lines += ["", f"Note: {note}"]

@@ -86,25 +86,25 @@ def test_published_score_is_the_average_column_else_the_mean_of_non_pass_cells()
 
 
 def test_rendering_places_each_rows_numbers_and_measures_order_agreement():
-    # This run orders student < opd < eopd < reopold, as the paper does: rho = 1.
+    # This run orders opd < eopd < reopold, as the paper does: rho = 1 (the student is shown, not ranked).
     same = summary({"student": (0.30, 0.10), "opd": (0.34, 0.12), "eopd": (0.35, 0.13), "reopold": (0.40, 0.20),
                     "teacher": (0.99, 0.18)})
     text, row = render_table("reopold_table1", table(), same)
-    assert row["rows_compared"] == 4 and row["spearman_rho"] == pytest.approx(1.0)
+    assert row["rows_compared"] == 3 and row["spearman_rho"] == pytest.approx(1.0)
+    assert "| Student | student | 50.0 |  | 30.0 | 30.0 | 30.0 | 10.0 | 20.0 |" in text
     assert "| REOPOLD | reopold | 65.0 | 20.0 | 45.0 | 45.0 | 40.0 | 20.0 | 30.0 |" in text
     assert "| GRPO |  | 55.0 |  |  |  |  |  |  |" in text  # a baseline the suite does not run; no Avg. cell
-    # Reversed among the methods: ranks (published) 1,2,3,4 against (here) 1,4,3,2.
-    reversed_ = summary({"student": (0.30, 0.10), "opd": (0.40, 0.20), "eopd": (0.35, 0.13), "reopold": (0.34, 0.12)})
-    _, row = render_table("reopold_table1", table(), reversed_)
-    d2 = (0 ** 2 + 2 ** 2 + 0 ** 2 + 2 ** 2)
-    assert row["spearman_rho"] == pytest.approx(1 - 6 * d2 / (4 * (4 ** 2 - 1)))
+    # Published ranks 1,2,3 (opd, eopd, reopold) against 3,1,2 here: d = 2,1,1.
+    shuffled = summary({"student": (0.30, 0.10), "opd": (0.40, 0.20), "eopd": (0.34, 0.12), "reopold": (0.35, 0.13)})
+    _, row = render_table("reopold_table1", table(), shuffled)
+    assert row["spearman_rho"] == pytest.approx(1 - 6 * (4 + 1 + 1) / (3 * (3 ** 2 - 1)))
 
 
 def test_a_table_of_another_task_or_with_too_few_rows_says_so(tmp_path):
     text, row = render_table("t", table(setup={"task": "visual"}), summary({"opd": (0.3, 0.1)}))
     assert "Task 'visual' is not in this experiment" in text and math.isnan(row["spearman_rho"])
-    text, row = render_table("t", table(), summary({"opd": (0.3, 0.1), "student": (0.2, 0.1)}))
-    assert "2 of its rows ran in this experiment: too few" in text and row["rows_compared"] == 2
+    text, row = render_table("t", table(), summary({"opd": (0.3, 0.1), "eopd": (0.2, 0.1), "student": (0.2, 0.1)}))
+    assert "2 of its method rows ran in this experiment: too few" in text and row["rows_compared"] == 2
     csv = tmp_path / "leaderboard.csv"
     summary({"opd": (0.3, 0.1)}).to_csv(csv, index=False)
     write_paper_tables({"t": table()}, csv, tmp_path / "t.md", tmp_path / "t.csv", "tiny")
