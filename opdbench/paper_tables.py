@@ -40,6 +40,9 @@ def load_paper_tables(directory: str | Path = TABLES_DIR, known_runs: Iterable[s
         message = _first_error(schema, table)
         if message:
             raise ConfigError(f"{path.name}: {message}")
+        average = table["setup"].get("average_column")
+        if average is not None and average not in table["columns"]:
+            raise ConfigError(f"{path.name}: setup.average_column '{average}' is not one of the columns")
         for i, row in enumerate(table["rows"]):
             stray = sorted(set(row["values"]) - set(table["columns"]))
             if stray:
@@ -53,10 +56,13 @@ def load_paper_tables(directory: str | Path = TABLES_DIR, known_runs: Iterable[s
 
 
 def published_score(table: dict[str, Any], row: dict[str, Any]) -> float | None:
-    """The row's average column if the table has one, else the mean of its cells that are
-    not Pass@k (a table of Avg@k / Pass@k pairs ranks by Avg@k)."""
+    """The row's average column (``setup.average_column``, else one named Avg/Average/Mean)
+    if the table has one, else the mean of its cells that are not Pass@k (a table of
+    Avg@k / Pass@k pairs ranks by Avg@k)."""
     values = row["values"]
-    averages = [c for c in table["columns"] if AVERAGE_COLUMN.match(c) and "pass" not in c.lower()]
+    declared = table["setup"].get("average_column")
+    averages = [declared] if declared else [
+        c for c in table["columns"] if AVERAGE_COLUMN.match(c) and "pass" not in c.lower()]
     if averages:
         return values.get(averages[0])
     cells = [v for c, v in values.items() if "pass" not in c.lower()]
@@ -76,18 +82,19 @@ def reproduced(summary: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str]:
     return s.pivot(index="model", columns="benchmark", values=avg) * 100.0, avg.split("_")[0]
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None or pd.isna(value) else f"{value:.1f}" if isinstance(value, float) else str(value)
+def _cell(value: Any, decimals: int = 1) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.{decimals}f}"
 
 
 def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tuple[str, dict[str, Any]]:
     """Markdown for one table (published cells, then this experiment's) and its agreement row."""
     task, columns = table["setup"]["task"], table["columns"]
-    setup = "; ".join(f"{k}: {v}" for k, v in table["setup"].items() if k != "notes")
+    setup = "; ".join(f"{k}: {v}" for k, v in table["setup"].items() if k not in ("notes", "average_column", "diagnostic"))
     lines = [f"### {table['paper']}: {name}", "", table["caption"], "",
              f"Source: {table['source']} ({'verified against the paper' if table['verified'] else 'NOT verified: a secondary summary'}). "
              f"Setup: {setup}.", ""]
-    ran = task in set(summary.task)
+    diagnostic = table["setup"].get("diagnostic", False)
+    ran = task in set(summary.task) and not diagnostic
     repro, metric = reproduced(summary, task) if ran else (pd.DataFrame(), "")
     benches = list(repro.columns)
     header = ["row", "suite run", *columns, "published score", *(f"{b} {metric} (this run)" for b in benches),
@@ -98,7 +105,7 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tup
         model = row_model(row)
         score = published_score(table, row)
         mine = repro.loc[model] if model in repro.index else None
-        cells = [row["label"], model or "", *(_cell(row["values"].get(c)) for c in columns), _cell(score)]
+        cells = [row["label"], model or "", *(_cell(row["values"].get(c), 2) for c in columns), _cell(score, 2)]
         cells += [_cell(mine[b]) if mine is not None else "" for b in benches]
         cells.append(_cell(mine.mean()) if mine is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -108,7 +115,10 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tup
     published, ours = pd.Series([p for p, _ in pairs]), pd.Series([m for _, m in pairs])
     rho = published.rank().corr(ours.rank()) if len(pairs) >= 3 else float("nan")
     lines.append("")
-    if not ran:
+    if diagnostic:
+        lines.append("A training diagnostic, not accuracy: this run's counterparts are in each run's metrics.jsonl "
+                     f"and figures/{task}_training_curves.png.")
+    elif not ran:
         lines.append(f"Task '{task}' is not in this experiment: published numbers only.")
     elif len(pairs) < 3:
         lines.append(f"{len(pairs)} of its method rows ran in this experiment: too few to compare orders.")

@@ -53,6 +53,21 @@ def test_every_shipped_table_is_valid_and_names_runnable_methods():
         assert any(row["values"] for row in t["rows"]), name
 
 
+def test_declared_average_columns_are_the_mean_of_the_other_cells():
+    """A transcription check: where a paper prints an average of a row's columns, the
+    transcribed cells must reproduce it (to the printed two decimals)."""
+    checked = 0
+    for name, t in load_paper_tables(TABLES_DIR).items():
+        average = t["setup"].get("average_column")
+        for row in t["rows"] if average else []:
+            cells = [v for c, v in row["values"].items() if c != average]
+            if average in row["values"] and len(cells) == len(t["columns"]) - 1:
+                assert sum(cells) / len(cells) == pytest.approx(row["values"][average], abs=0.011), (name, row["label"])
+                checked += 1
+    if not checked:
+        pytest.skip("no table declares an average column")
+
+
 def test_a_bad_table_names_its_file_and_key(tmp_path):
     write(tmp_path, "bad", table(verified="yes"))
     with pytest.raises(ConfigError, match=r"bad.yaml: config key 'verified'"):
@@ -91,9 +106,9 @@ def test_rendering_places_each_rows_numbers_and_measures_order_agreement():
                     "teacher": (0.99, 0.18)})
     text, row = render_table("reopold_table1", table(), same)
     assert row["rows_compared"] == 3 and row["spearman_rho"] == pytest.approx(1.0)
-    assert "| Student | student | 50.0 |  | 30.0 | 30.0 | 30.0 | 10.0 | 20.0 |" in text
-    assert "| REOPOLD | reopold | 65.0 | 20.0 | 45.0 | 45.0 | 40.0 | 20.0 | 30.0 |" in text
-    assert "| GRPO |  | 55.0 |  |  |  |  |  |  |" in text  # a baseline the suite does not run; no Avg. cell
+    assert "| Student | student | 50.00 |  | 30.00 | 30.00 | 30.0 | 10.0 | 20.0 |" in text
+    assert "| REOPOLD | reopold | 65.00 | 20.00 | 45.00 | 45.00 | 40.0 | 20.0 | 30.0 |" in text  # published as printed
+    assert "| GRPO |  | 55.00 |  |  |  |  |  |  |" in text  # a baseline the suite does not run; no Avg. cell
     # Published ranks 1,2,3 (opd, eopd, reopold) against 3,1,2 here: d = 2,1,1.
     shuffled = summary({"student": (0.30, 0.10), "opd": (0.40, 0.20), "eopd": (0.34, 0.12), "reopold": (0.35, 0.13)})
     _, row = render_table("reopold_table1", table(), shuffled)
@@ -105,6 +120,8 @@ def test_a_table_of_another_task_or_with_too_few_rows_says_so(tmp_path):
     assert "Task 'visual' is not in this experiment" in text and math.isnan(row["spearman_rho"])
     text, row = render_table("t", table(), summary({"opd": (0.3, 0.1), "eopd": (0.2, 0.1), "student": (0.2, 0.1)}))
     assert "2 of its method rows ran in this experiment: too few" in text and row["rows_compared"] == 2
+    text, row = render_table("t", table(setup={"task": "math", "diagnostic": True}), summary({"opd": (0.3, 0.1)}))
+    assert "A training diagnostic" in text and "(this run)" not in text and row["rows_compared"] == 0
     csv = tmp_path / "leaderboard.csv"
     summary({"opd": (0.3, 0.1)}).to_csv(csv, index=False)
     write_paper_tables({"t": table()}, csv, tmp_path / "t.md", tmp_path / "t.csv", "tiny")
