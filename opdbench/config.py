@@ -63,10 +63,44 @@ def _first_error(schema: dict[str, Any], instance: Any, prefix: tuple = ()) -> s
     return _schema_message(errors[0], prefix) if errors else None
 
 
+_SCALARS = {"integer": int, "number": (int, float), "boolean": bool}
+
+
+def coerce_command_line(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """Snakemake reads a ``--config key=[0, 1]`` value with YAML's BaseLoader, so every
+    scalar inside it is a string. Where the schema wants a number or a boolean, read such a
+    string as YAML; anything that still does not fit is left for the schema to name."""
+    root = root if root is not None else schema
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(instance, dict):
+        for key, value in instance.items():
+            sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+            if isinstance(sub, dict):
+                instance[key] = coerce_command_line(value, sub, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        instance[:] = [coerce_command_line(item, schema["items"], root) for item in instance]
+    elif isinstance(instance, str) and schema.get("type") in _SCALARS:
+        try:
+            value = yaml.safe_load(instance)
+        except yaml.YAMLError:
+            return instance
+        wanted = _SCALARS[schema["type"]]
+        if isinstance(value, wanted) and (schema["type"] == "boolean" or not isinstance(value, bool)):
+            return value
+    return instance
+
+
 def validate_config(config: dict[str, Any], methods_dir: str | Path | None = None,
-                    schema_path: str | Path = SCHEMA_PATH) -> None:
-    """Raise ConfigError naming the first bad key, or an unknown method / task name."""
-    message = _first_error(load_yaml(schema_path), config)
+                    schema_path: str | Path = SCHEMA_PATH, command_line: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError naming the first bad key, or an unknown method / task name.
+    The top-level keys in ``command_line`` came from ``--config``: their numbers and
+    booleans arrive as strings and are read in place first."""
+    schema = load_yaml(schema_path)
+    for key in command_line:
+        if key in config and key in schema["properties"]:
+            config[key] = coerce_command_line(config[key], schema["properties"][key], schema)
+    message = _first_error(schema, config)
     if message:
         raise ConfigError(message)
 

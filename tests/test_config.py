@@ -65,6 +65,22 @@ def test_wrong_type_is_named():
         validate_config(bad(base__loss_agg_mode="mean"), METHODS_DIR)
 
 
+def test_numbers_given_on_the_command_line_are_read_as_numbers():
+    # `snakemake --config 'seeds=[0, 1]' 'base={steps: 5}'` hands over strings: YAML's BaseLoader.
+    cfg = bad(seeds=["0", "1"])
+    cfg["base"] = {**cfg["base"], "steps": "5", "lr": "0.001"}
+    validate_config(cfg, METHODS_DIR, command_line=("seeds", "base"))
+    assert cfg["seeds"] == [0, 1] and cfg["base"]["steps"] == 5 and cfg["base"]["lr"] == 0.001
+    # Only what came from the command line: a quoted number in a config file is still an error.
+    with pytest.raises(ConfigError, match=r"config key 'seeds.0': '0' is not of type 'integer'"):
+        validate_config(bad(seeds=["0"]), METHODS_DIR)
+    # A string that is not a number stays a string, for the schema to name.
+    with pytest.raises(ConfigError, match=r"config key 'seeds.0': 'one' is not of type 'integer'"):
+        validate_config(bad(seeds=["one"]), METHODS_DIR, command_line=("seeds",))
+    with pytest.raises(ConfigError, match=r"config key 'base.steps': '5.5' is not of type 'integer'"):
+        validate_config(bad(base__steps="5.5"), METHODS_DIR, command_line=("base",))
+
+
 def test_variant_with_unknown_hyperparameter():
     with pytest.raises(ConfigError, match=r"method 'opd' has no hyperparameter 'lambda'"):
         validate_config(bad(variants={"opd_x": {"method": "opd", "lambda": 2}}), METHODS_DIR)

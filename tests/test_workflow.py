@@ -117,11 +117,11 @@ def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
     assert "Params have changed" in dry.stdout
     # 1 model; 6 methods x 2 seeds of training; their 12 evaluations + the base student's 2.
     assert jobs == {"model": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "training_curves": 1,
-                    "leaderboard_deltas": 1, "all": 1}, jobs
+                    "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
     # A sandbox limit: only the code evaluations, no training.
     edit.write_text("task_settings: {code: {sandbox: {time_limit_s: 3.0}}}\n")
     jobs = _planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
-    assert jobs == {"evaluate": 16, "leaderboard": 1, "leaderboard_deltas": 1, "all": 1}, jobs
+    assert jobs == {"evaluate": 16, "leaderboard": 1, "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
 
 
 def test_misspelled_method_stops_the_workflow_at_start(tmp_path):

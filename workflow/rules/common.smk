@@ -10,7 +10,7 @@ from opdbench.resources import resources_of
 METHODS_DIR = Path(workflow.basedir) / config["methods_dir"]
 
 try:
-    validate_config(config, METHODS_DIR)
+    validate_config(config, METHODS_DIR, command_line=tuple(workflow.config_settings.overwrite_config or ()))
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
