@@ -25,15 +25,17 @@ CURVES = [
 ]
 
 
-def read_curves(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per (run, seed, step) from the runs' metrics.jsonl; the run and seed are
-    read from the path train/<task>/<run>/seed<k>/metrics.jsonl."""
+def read_curves(metrics_files: Iterable[str | Path], keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per (task, run, seed, step) from the runs' metrics.jsonl, with the metrics
+    ``keys`` (default: the CURVES'; a key a step did not log is NaN); task, run and seed
+    are read from the path train/<task>/<run>/seed<k>/metrics.jsonl."""
+    keys = ["step", *(keys if keys is not None else (k for k, _ in CURVES))]
     frames = []
     for path in map(Path, metrics_files):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        keys = ["step"] + [k for k, _ in CURVES]
-        frame = pd.DataFrame([{k: r.get(k) for k in keys} for r in rows])
-        frames.append(frame.assign(run=path.parent.parent.name, seed=int(path.parent.name.removeprefix("seed"))))
+        frame = pd.DataFrame([{k: r.get(k) for k in keys} for r in rows], columns=keys)
+        frames.append(frame.assign(task=path.parent.parent.parent.name, run=path.parent.parent.name,
+                                   seed=int(path.parent.name.removeprefix("seed"))))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -40,6 +40,12 @@ def load_paper_tables(directory: str | Path = TABLES_DIR, known_runs: Iterable[s
         message = _first_error(schema, table)
         if message:
             raise ConfigError(f"{path.name}: {message}")
+        stray = sorted(set(table["setup"].get("measured", {})) - set(table["columns"]))
+        if stray:
+            raise ConfigError(f"{path.name}: setup.measured names columns {stray} the table does not have; "
+                              f"columns: {', '.join(table['columns'])}")
+        if table["setup"].get("measured") and not table["setup"].get("diagnostic"):
+            raise ConfigError(f"{path.name}: setup.measured is for diagnostic tables (setup.diagnostic: true)")
         average = table["setup"].get("average_column")
         if average is not None and average not in table["columns"]:
             raise ConfigError(f"{path.name}: setup.average_column '{average}' is not one of the columns")
@@ -82,14 +88,51 @@ def reproduced(summary: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str]:
     return s.pivot(index="model", columns="benchmark", values=avg) * 100.0, avg.split("_")[0]
 
 
+def measured_metrics(tables: dict[str, dict[str, Any]]) -> list[str]:
+    """The metrics.jsonl keys the diagnostic tables' ``setup.measured`` read."""
+    return sorted({m["metric"] for t in tables.values() for m in t["setup"].get("measured", {}).values()})
+
+
+def measured_diagnostics(table: dict[str, Any], curves: pd.DataFrame | None) -> dict[str, dict[str, float]]:
+    """run -> column -> this experiment's value of a diagnostic table's ``setup.measured``
+    columns: per seed the metric's mean over the step window, then the mean over seeds.
+    A run that did not log the metric in the window has no value for the column."""
+    spec, task = table["setup"].get("measured", {}), table["setup"]["task"]
+    if curves is None or not spec:
+        return {}
+    out = {}
+    for run, per_run in curves[curves.task == task].groupby("run"):
+        values = {}
+        for column, m in spec.items():
+            per_seed = []
+            for _, s in per_run.groupby("seed"):
+                lo, hi = (int(s.step.max()) if x == "last" else x for x in m["steps"])
+                window = pd.to_numeric(s[(s.step >= lo) & (s.step <= hi)][m["metric"]], errors="coerce").dropna()
+                if len(window):
+                    per_seed.append(window.mean())
+            if per_seed:
+                values[column] = sum(per_seed) / len(per_seed) * m.get("scale", 1.0)
+        out[run] = values
+    return out
+
+
+def _window(steps: list) -> str:
+    lo, hi = steps
+    if lo == hi:
+        return "the last step" if lo == "last" else f"step {lo}"
+    return f"steps {lo} to the last" if hi == "last" else f"steps {lo}-{hi}"
+
+
 def _cell(value: Any, decimals: int = 1) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.{decimals}f}"
 
 
-def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tuple[str, dict[str, Any]]:
-    """Markdown for one table (published cells, then this experiment's) and its agreement row."""
+def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame, curves: pd.DataFrame | None = None
+                 ) -> tuple[str, dict[str, Any]]:
+    """Markdown for one table (published cells, then this experiment's: Avg@N per benchmark,
+    or a diagnostic table's measured columns from ``curves``) and its agreement row."""
     task, columns = table["setup"]["task"], table["columns"]
-    setup = "; ".join(f"{k}: {v}" for k, v in table["setup"].items() if k not in ("notes", "average_column", "diagnostic"))
+    setup = "; ".join(f"{k}: {v}" for k, v in table["setup"].items() if k not in ("notes", "average_column", "diagnostic", "measured"))
     lines = [f"### {table['paper']}: {name}", "", table["caption"], "",
              f"Source: {table['source']} ({'verified against the paper' if table['verified'] else 'NOT verified: a secondary summary'}). "
              f"Setup: {setup}.", ""]
@@ -97,17 +140,22 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tup
     ran = task in set(summary.task) and not diagnostic
     repro, metric = reproduced(summary, task) if ran else (pd.DataFrame(), "")
     benches = list(repro.columns)
+    measured = measured_diagnostics(table, curves) if diagnostic else {}
+    spec = table["setup"].get("measured", {}) if measured else {}
     header = ["row", "suite run", *columns, "published score", *(f"{b} {metric} (this run)" for b in benches),
-              "this run's mean"]
+              *(f"{c} (this run)" for c in spec), *([] if spec else ["this run's mean"])]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     pairs = []
     for row in table["rows"]:
         model = row_model(row)
-        score = published_score(table, row)
+        score = None if diagnostic else published_score(table, row)  # a diagnostic's cells are not a score
         mine = repro.loc[model] if model in repro.index else None
         cells = [row["label"], model or "", *(_cell(row["values"].get(c), 2) for c in columns), _cell(score, 2)]
         cells += [_cell(mine[b]) if mine is not None else "" for b in benches]
-        cells.append(_cell(mine.mean()) if mine is not None else "")
+        if spec:
+            cells += [_cell(measured.get(model, {}).get(c), 2) for c in spec]
+        else:
+            cells.append(_cell(mine.mean()) if mine is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
         if row["role"] == "method" and mine is not None and score is not None:
             pairs.append((score, mine.mean()))  # the methods' order (student < methods < teacher says little)
@@ -115,7 +163,12 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tup
     published, ours = pd.Series([p for p, _ in pairs]), pd.Series([m for _, m in pairs])
     rho = published.rank().corr(ours.rank()) if len(pairs) >= 3 else float("nan")
     lines.append("")
-    if diagnostic:
+    if spec:
+        how = "; ".join(f"{c}: {m['metric']} over {_window(m['steps'])}" + (f", x {m['scale']:g}" if "scale" in m else "")
+                        for c, m in spec.items())
+        lines.append(f"A training diagnostic, not accuracy. This run's columns, from each run's metrics.jsonl "
+                     f"(mean over the steps, then over seeds): {how}.")
+    elif diagnostic:
         lines.append("A training diagnostic, not accuracy: this run's counterparts are in each run's metrics.jsonl "
                      f"and figures/{task}_training_curves.png.")
     elif not ran:
@@ -133,11 +186,15 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame) -> tup
 
 
 def write_paper_tables(tables: dict[str, dict[str, Any]], leaderboard_csv: str | Path, out_md: str | Path,
-                       out_csv: str | Path, experiment: str) -> None:
+                       out_csv: str | Path, experiment: str, metrics_files: Iterable[str | Path] = ()) -> None:
+    from opdbench.figures import read_curves
+
     summary = pd.read_csv(leaderboard_csv)
+    metrics_files = list(metrics_files)
+    curves = read_curves(metrics_files, measured_metrics(tables)) if metrics_files else None
     sections, agreement = [], []
     for name, table in tables.items():
-        text, row = render_table(name, table, summary)
+        text, row = render_table(name, table, summary, curves)
         sections.append(text)
         agreement.append(row)
     head = (f"# The papers' tables next to experiment {experiment}\n\n"

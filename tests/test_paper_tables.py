@@ -1,6 +1,7 @@
 """The published tables: every shipped file is valid and names runnable methods; a bad
 file is named with its key; the rendering puts the right numbers beside each row and
 measures order agreement correctly."""
+import json
 import math
 
 import pandas as pd
@@ -10,7 +11,9 @@ import yaml
 from conftest import METHODS_DIR, REPO
 from opdbench.config import load_yaml
 from opdbench.errors import ConfigError
-from opdbench.paper_tables import TABLES_DIR, load_paper_tables, published_score, render_table, write_paper_tables
+from opdbench.figures import read_curves
+from opdbench.paper_tables import (TABLES_DIR, load_paper_tables, measured_diagnostics, published_score, render_table,
+                                   write_paper_tables)
 from opdbench.registry import load_methods
 
 
@@ -126,3 +129,48 @@ def test_a_table_of_another_task_or_with_too_few_rows_says_so(tmp_path):
     summary({"opd": (0.3, 0.1)}).to_csv(csv, index=False)
     write_paper_tables({"t": table()}, csv, tmp_path / "t.md", tmp_path / "t.csv", "tiny")
     assert pd.read_csv(tmp_path / "t.csv").rows_compared.tolist() == [1]
+
+
+def diagnostic_table():
+    return table(setup={"task": "math", "diagnostic": True,
+                        "measured": {"Bottom ~1%": {"metric": "energy_share_bottom1", "steps": [0, 1], "scale": 100},
+                                     "Step 300": {"metric": "retention", "steps": ["last", "last"]}}},
+                 columns=["Bottom ~1%", "Step 300"],
+                 rows=[{"label": "Standard OPD", "method": "opd", "role": "method",
+                        "values": {"Bottom ~1%": 95.9, "Step 300": -2.841}}])
+
+
+def test_a_diagnostic_table_shows_this_experiments_measured_columns(tmp_path):
+    # Two seeds of opd, three steps each; retention logged on steps 0 and 2 only.
+    for seed, (shares, last_retention) in enumerate([((0.90, 0.80, 0.10), -2.0), ((0.70, 0.60, 0.20), -3.0)]):
+        run = tmp_path / "train" / "math" / "opd" / f"seed{seed}"
+        run.mkdir(parents=True)
+        rows = [{"step": k, "energy_share_bottom1": v, **({"retention": -1.0 if k == 0 else last_retention}
+                                                          if k != 1 else {})} for k, v in enumerate(shares)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = sorted(tmp_path.glob("train/*/*/seed*/metrics.jsonl"))
+    curves = read_curves(files, ["energy_share_bottom1", "retention"])
+    measured = measured_diagnostics(diagnostic_table(), curves)
+    # Steps 0-1: seed 0 (0.90 + 0.80) / 2, seed 1 (0.70 + 0.60) / 2; mean x 100 = 75. Last step: (-2 - 3) / 2.
+    assert measured == {"opd": {"Bottom ~1%": pytest.approx(75.0), "Step 300": pytest.approx(-2.5)}}
+    text, row = render_table("reopold_table1", diagnostic_table(), summary({"opd": (0.3, 0.1)}), curves)
+    assert "| Standard OPD | opd | 95.90 | -2.84 |  | 75.00 | -2.50 |" in text  # no published score
+    assert "Bottom ~1%: energy_share_bottom1 over steps 0-1, x 100; Step 300: retention over the last step" in text
+    assert row["rows_compared"] == 0 and math.isnan(row["spearman_rho"])
+    # A metric the runs did not log in the window leaves the cell empty, not zero.
+    t = diagnostic_table()
+    t["setup"]["measured"]["Step 300"]["steps"] = [1, 1]
+    assert measured_diagnostics(t, curves) == {"opd": {"Bottom ~1%": pytest.approx(75.0)}}
+
+
+def test_a_measured_column_the_table_does_not_have_is_named(tmp_path):
+    t = diagnostic_table()
+    t["setup"]["measured"]["Bottom ~2%"] = t["setup"]["measured"].pop("Bottom ~1%")
+    write(tmp_path, "t1", t)
+    with pytest.raises(ConfigError, match=r"t1.yaml: setup.measured names columns \['Bottom ~2%'\]"):
+        load_paper_tables(tmp_path)
+    t = diagnostic_table()
+    t["setup"]["diagnostic"] = False
+    write(tmp_path, "t1", t)
+    with pytest.raises(ConfigError, match=r"setup.measured is for diagnostic tables"):
+        load_paper_tables(tmp_path)

@@ -64,6 +64,12 @@ def test_figures_are_drawn_from_the_runs(micro_workflow):
     curves = read_curves(sorted((micro_workflow / "train/math").glob("*/seed*/metrics.jsonl")))
     assert sorted(curves.run.unique()) == sorted(ALL_METHODS) and sorted(curves.seed.unique()) == [0, 1]
     assert len(curves) == len(ALL_METHODS) * 2 * 4 and curves[[k for k, _ in CURVES]].notna().all().all()
+    # REOPOLD Table 1 beside this experiment's OPD runs: the energy shares over steps 0-9 (all 4 micro steps).
+    shares = read_curves(sorted((micro_workflow / "train/math/opd").glob("seed*/metrics.jsonl")),
+                         [f"energy_share_bottom{q}" for q in (1, 5, 10)])
+    mine = [f"{100 * shares.groupby('seed')[f'energy_share_bottom{q}'].mean().mean():.2f}" for q in (1, 5, 10)]
+    tables = (micro_workflow / "tables/paper_tables.md").read_text()
+    assert f"| Standard OPD (Math column) | opd | 95.90 | 97.10 | 98.40 |  | {' | '.join(mine)} |" in tables
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)

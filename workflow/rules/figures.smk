@@ -33,10 +33,12 @@ rule leaderboard_deltas:
 
 rule paper_tables:
     """Every published table of paper_tables/ beside this experiment's numbers for the same
-    rows, and how well the two orders agree."""
+    rows (a diagnostic table's from the runs' metrics.jsonl), and how well the two orders agree."""
     input:
         leaderboard=rules.leaderboard.output.csv,
         tables=PAPER_TABLES,
+        runs=[f"{RESULTS}/train/{task}/{run}/seed{seed}/run.json" for task in config["tasks"] for run in RUNS
+              for seed in SEEDS],
     output:
         md=report(f"{RESULTS}/tables/paper_tables.md", caption="../report/paper_tables.rst", category="Tables"),
         csv=f"{RESULTS}/tables/order_agreement.csv",

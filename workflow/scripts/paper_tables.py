@@ -8,4 +8,5 @@ tee_to_log(snakemake.log[0])
 runs = [*load_methods(snakemake.params.methods_dir), *snakemake.config.get("variants", {})]
 tables = load_paper_tables(Path(snakemake.input.tables[0]).parent, known_runs=runs)
 write_paper_tables(tables, snakemake.input.leaderboard, snakemake.output.md, snakemake.output.csv,
-                   snakemake.config["experiment"])
+                   snakemake.config["experiment"],
+                   metrics_files=[Path(run).with_name("metrics.jsonl") for run in snakemake.input.runs])
