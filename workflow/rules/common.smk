@@ -36,6 +36,11 @@ def eval_targets(task):
     return [f"{RESULTS}/eval/{task}/{tag}/metrics.json" for tag in tags]
 
 
+def run_records(tasks):
+    """Every training run's run.json for the tasks (its metrics.jsonl lies beside it)."""
+    return [f"{RESULTS}/train/{task}/{run}/seed{seed}/run.json" for task in tasks for run in RUNS for seed in SEEDS]
+
+
 def leaderboard_outputs():
     return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
 

@@ -4,7 +4,7 @@ rule training_curves:
     Reads each run's metrics.jsonl beside its run.json (metrics.jsonl is not an output of
     `train`: Snakemake would delete it when a killed run fails, and resume needs it)."""
     input:
-        lambda wildcards: [f"{RESULTS}/train/{wildcards.task}/{run}/seed{seed}/run.json" for run in RUNS for seed in SEEDS],
+        lambda wildcards: run_records([wildcards.task]),
     output:
         report(f"{RESULTS}/figures/{{task}}_training_curves.png", caption="../report/training_curves.rst",
                category="Figures"),
@@ -37,8 +37,7 @@ rule paper_tables:
     input:
         leaderboard=rules.leaderboard.output.csv,
         tables=PAPER_TABLES,
-        runs=[f"{RESULTS}/train/{task}/{run}/seed{seed}/run.json" for task in config["tasks"] for run in RUNS
-              for seed in SEEDS],
+        runs=run_records(config["tasks"]),
     output:
         md=report(f"{RESULTS}/tables/paper_tables.md", caption="../report/paper_tables.rst", category="Tables"),
         csv=f"{RESULTS}/tables/order_agreement.csv",
