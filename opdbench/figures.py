@@ -88,3 +88,53 @@ def plot_leaderboard_deltas(leaderboard_csv: str | Path, out: str | Path, title:
     fig.suptitle(title)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def read_scaling(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (model, seed, benchmark, K) from the evaluations' metrics.json: Pass@K
+    and Maj@K in %, and the latency of K parallel samples in seconds (the expected longest
+    of K responses in decoding steps, times the model's measured seconds per step)."""
+    rows = []
+    for path in metrics_files:
+        m = json.loads(Path(path).read_text())
+        per_step = m["generation"]["seconds_per_decode_step"]
+        for bench, curve in m["test_time_scaling"].items():
+            for k, p, maj, steps in zip(curve["k"], curve["pass"], curve["maj"], curve["decode_steps"]):
+                rows.append({"task": m["task"], "model": m["model"], "kind": m["kind"], "seed": m["seed"],
+                             "benchmark": bench, "k": k, "pass": 100 * p, "maj": 100 * maj,
+                             "decode_steps": steps, "latency_s": steps * per_step})
+    return pd.DataFrame(rows)
+
+
+def summarize_scaling(scaling: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (model, benchmark, K)."""
+    keys = ["task", "model", "kind", "benchmark", "k"]
+    out = scaling.groupby(keys)[["pass", "maj", "decode_steps", "latency_s"]].agg(["mean", "std"])
+    out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
+    return out.reset_index().assign(seeds=scaling.groupby(keys).seed.nunique().to_numpy())
+
+
+def plot_test_time_scaling(summary: pd.DataFrame, out: str | Path, title: str) -> None:
+    """Per benchmark, Pass@K and Maj@K against the latency of K parallel samples (REOPOLD
+    Figures 6b and 7); a line per model through K = 1, 2, 4, ... N, mean over seeds."""
+    benches = list(dict.fromkeys(summary.benchmark))
+    models = sorted(summary.model.unique(), key=lambda m: (m != "teacher", m != "student", m))
+    fig, axes = plt.subplots(len(benches), 2, figsize=(11, 3.6 * len(benches)), constrained_layout=True,
+                             squeeze=False)
+    for row, bench in zip(axes, benches):
+        for ax, (metric, name) in zip(row, (("pass", "Pass@K"), ("maj", "Maj@K"))):
+            for i, model in enumerate(models):
+                s = summary[(summary.benchmark == bench) & (summary.model == model)].sort_values("k")
+                style = {"teacher": dict(color="black", linestyle="--"), "student": dict(color="gray", linestyle=":")}
+                ax.plot(s.latency_s_mean, s[f"{metric}_mean"], marker="o", markersize=3, linewidth=1.2,
+                        label={"student": "base student"}.get(model, model),
+                        **style.get(model, dict(color=f"C{i % 10}")))
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{bench}: {name}", fontsize=10)
+            ax.set_xlabel("latency of K parallel samples (s)")
+            ax.set_ylabel(f"{name} (%)")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, ncol=2)
+    fig.suptitle(title)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

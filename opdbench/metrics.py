@@ -82,19 +82,44 @@ def maj_at_k(correct_group: int, other_groups: Sequence[int], unparsed: int, k: 
     return float(expected / total)
 
 
-def problem_metrics(correct: Sequence[bool], answers: Sequence[str | None], k: int,
-                    same: Callable[[str, str], bool]) -> dict[str, float]:
-    """Avg@k, Pass@k and Maj@k of one problem from its n >= k samples."""
-    n, c = len(correct), int(sum(correct))
+def vote_groups(correct: Sequence[bool], answers: Sequence[str | None],
+                same: Callable[[str, str], bool]) -> tuple[int, list[int], int]:
+    """``maj_at_k``'s arguments for one problem: the size of the correct answer's group,
+    the sizes of the wrong answers' groups, and the samples with no answer."""
     groups = group_answers(answers, same)
-    right = [g for g in groups if correct[g[0]]]
     # Verifier equivalence puts every correct answer in one group; merge defensively.
-    correct_size = sum(len(g) for g in right)
+    correct_size = sum(len(g) for g in groups if correct[g[0]])
     others = [len(g) for g in groups if not correct[g[0]]]
     # Correct samples whose answer could not be extracted still count for Avg/Pass.
-    unparsed = n - correct_size - sum(others)
-    return {f"avg@{k}": avg_at_k(n, c, k), f"pass@{k}": pass_at_k(n, c, k),
-            f"maj@{k}": maj_at_k(correct_size, others, unparsed, k)}
+    return correct_size, others, len(correct) - correct_size - sum(others)
+
+
+def problem_metrics(correct: Sequence[bool], answers: Sequence[str | None], ks: int | Sequence[int],
+                    same: Callable[[str, str], bool]) -> dict[str, float]:
+    """Avg@k, Pass@k and Maj@k of one problem from its n samples, for each k <= n of ``ks``
+    (the answers are grouped once)."""
+    n, c = len(correct), int(sum(correct))
+    votes = vote_groups(correct, answers, same)
+    out = {}
+    for k in [ks] if isinstance(ks, int) else ks:
+        out |= {f"avg@{k}": avg_at_k(n, c, k), f"pass@{k}": pass_at_k(n, c, k), f"maj@{k}": maj_at_k(*votes, k)}
+    return out
+
+
+def expected_max_at_k(values: Sequence[float], k: int) -> float:
+    """The expected largest of a uniformly random k-subset of ``values``: the i-th smallest
+    is the largest of C(i-1, k-1) of the C(n, k) subsets. With response lengths, the
+    decoding steps K parallel samples take (a batch runs until its longest one ends)."""
+    n = len(values)
+    _check(n, 0, k)
+    ordered = sorted(values)
+    return float(sum(v * comb(i, k - 1) for i, v in enumerate(ordered)) / comb(n, k))
+
+
+def scaling_ks(n: int) -> list[int]:
+    """The sample budgets of a test-time scaling curve: 1, 2, 4, ... up to n, and n."""
+    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+    return ks if ks[-1] == n else ks + [n]
 
 
 def _check(n: int, c: int, k: int) -> None:

@@ -122,16 +122,17 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
     task = load_task(config, task_name)
     problems = read_jsonl(Path(data_dir) / "eval.jsonl")
     t0 = time.time()
-    rows = generate_and_score(model, task, problems, cfg, device=config["base"]["device"],
-                              desc=f"eval {task_name} {label.get('model')}")
+    rows, generation = generate_and_score(model, task, problems, cfg, device=config["base"]["device"],
+                                          desc=f"eval {task_name} {label.get('model')}")
     samples_path = Path(samples_path)
     samples_path.parent.mkdir(parents=True, exist_ok=True)
     with open(samples_path, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     manifest = json.loads((Path(model) / "model.json").read_text())
+    benchmarks, scaling = summarize(rows, task, cfg["n_samples"])
     write_json(metrics_path, stamp(
-        **label, task=task_name, benchmarks=summarize(rows, task, cfg["n_samples"]), decoding=cfg,
-        dataset_hash=dataset_hash(data_dir), model_config_hash=manifest.get("config_hash"),
+        **label, task=task_name, benchmarks=benchmarks, test_time_scaling=scaling, generation=generation,
+        decoding=cfg, dataset_hash=dataset_hash(data_dir), model_config_hash=manifest.get("config_hash"),
         diff_from_base=manifest.get("diff_from_base"), eval_seconds=time.time() - t0,
     ))

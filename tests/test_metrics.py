@@ -6,7 +6,8 @@ from math import comb
 
 import pytest
 
-from opdbench.metrics import avg_at_k, group_answers, maj_at_k, pass_at_k, problem_metrics
+from opdbench.metrics import (avg_at_k, expected_max_at_k, group_answers, maj_at_k, pass_at_k, problem_metrics,
+                              scaling_ks)
 
 
 def brute(labels, k):
@@ -68,3 +69,45 @@ def test_grouping_uses_the_equivalence_and_problem_metrics():
     assert group_answers(answers, same) == [[0, 1], [3]]
     m = problem_metrics([True, True, False, False], answers, 4, same)
     assert m == {"avg@4": 0.5, "pass@4": 1.0, "maj@4": 1.0}
+
+
+def test_expected_largest_of_k_against_enumeration():
+    rng = random.Random(1)
+    for _ in range(200):
+        n = rng.randint(1, 8)
+        values = [rng.randint(0, 20) for _ in range(n)]
+        k = rng.randint(1, n)
+        subsets = list(itertools.combinations(values, k))
+        assert expected_max_at_k(values, k) == pytest.approx(sum(map(max, subsets)) / len(subsets), abs=1e-12)
+    assert expected_max_at_k([3, 9, 5], 1) == pytest.approx(17 / 3) and expected_max_at_k([3, 9, 5], 3) == 9
+    with pytest.raises(ValueError):
+        expected_max_at_k([1, 2], 3)
+
+
+def test_scaling_budgets_double_up_to_n():
+    assert scaling_ks(8) == [1, 2, 4, 8] and scaling_ks(1) == [1]
+    assert scaling_ks(6) == [1, 2, 4, 6] and scaling_ks(32) == [1, 2, 4, 8, 16, 32]
+
+
+def test_an_evaluation_summary_carries_each_benchmarks_scaling_curve():
+    from opdbench.evaluation import summarize
+
+    class ExactAnswers:
+        same_answer = staticmethod(lambda a, b: a == b)
+
+    # Problem p1: answers 7 (right), 5, 5, None; problem p2: all four right. Tokens 10, 20, 30, 40 and 8 each.
+    rows = [{"benchmark": "b", "id": "p1", "sample": i, "correct": a == "7", "answer": a, "tokens": t,
+             "truncated": False} for i, (a, t) in enumerate([("7", 10), ("5", 20), ("5", 30), (None, 40)])]
+    rows += [{"benchmark": "b", "id": "p2", "sample": i, "correct": True, "answer": "1", "tokens": 8,
+              "truncated": i == 0} for i in range(4)]
+    benchmarks, curves = summarize(rows, ExactAnswers, 4)
+    assert benchmarks == {"b": {"avg@4": pytest.approx((0.25 + 1) / 2), "pass@1": pytest.approx((0.25 + 1) / 2),
+                                "pass@4": 1.0, "maj@4": pytest.approx((0.0 + 1) / 2), "mean_tokens": 16.5,
+                                "truncated": 0.125, "problems": 2, "samples_per_problem": 4}}
+    curve = curves["b"]
+    assert curve["k"] == [1, 2, 4]
+    # p1, K=2: pass 1 - C(3,2)/C(4,2) = 1/2; maj: of 6 pairs, {7,5} x2 ties (1/2 each), {7,None} wins: 2/6.
+    assert curve["pass"] == pytest.approx([(0.25 + 1) / 2, (0.5 + 1) / 2, 1.0])
+    assert curve["maj"] == pytest.approx([(0.25 + 1) / 2, (2 / 6 + 1) / 2, 0.5])
+    # p1's expected longest of K: 25, (20 + 2 * 30 + 3 * 40) / 6, 40; p2's is always 8.
+    assert curve["decode_steps"] == pytest.approx([(25 + 8) / 2, (200 / 6 + 8) / 2, (40 + 8) / 2])

@@ -72,6 +72,27 @@ def test_figures_are_drawn_from_the_runs(micro_workflow):
     assert f"| Standard OPD (Math column) | opd | 95.90 | 97.10 | 98.40 |  | {' | '.join(mine)} |" in tables
 
 
+@pytest.mark.parametrize("task", ["math", "code"])
+def test_test_time_scaling_is_drawn_from_the_evaluations(micro_workflow, task):
+    import pandas as pd
+
+    png = (micro_workflow / f"figures/{task}_test_time_scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    table = pd.read_csv(micro_workflow / f"tables/{task}_test_time_scaling.csv")
+    assert set(table.model) == {"student", "teacher", *ALL_METHODS} and sorted(table.k.unique()) == [1, 2]
+    assert (table.seeds == 2).all() and (table.latency_s_mean > 0).all()
+    for _, curve in table.groupby(["model", "benchmark"]):
+        curve = curve.sort_values("k")
+        assert curve.pass_mean.is_monotonic_increasing and curve.decode_steps_mean.is_monotonic_increasing
+    # K = 1 is each evaluation's own Pass@1, and K = N its Pass@N and Maj@N (mean over seeds, in %).
+    evals = [json.loads((micro_workflow / f"eval/{task}/opd/seed{k}/metrics.json").read_text()) for k in (0, 1)]
+    bench = next(iter(evals[0]["benchmarks"]))
+    row = table[(table.model == "opd") & (table.benchmark == bench)].set_index("k")
+    for k, key in ((1, "pass@1"), (2, "pass@2")):
+        assert row.loc[k, "pass_mean"] == pytest.approx(50 * sum(m["benchmarks"][bench][key] for m in evals))
+    assert row.loc[2, "maj_mean"] == pytest.approx(50 * sum(m["benchmarks"][bench]["maj@2"] for m in evals))
+
+
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_every_method_logs_the_shared_diagnostics(micro_workflow, name):
     steps = [json.loads(line) for line in (micro_workflow / f"train/math/{name}/seed0/metrics.jsonl").open()]
@@ -101,6 +122,7 @@ def test_lint_and_dry_run(tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     dry = run_snakemake(tmp_path, "-n")
     for rule in ("make_data", "tokenizer", "model", "train", "evaluate", "leaderboard", "training_curves",
+                 "test_time_scaling",
                  "leaderboard_deltas"):
         assert rule in dry.stdout
 
@@ -123,11 +145,12 @@ def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
     assert "Params have changed" in dry.stdout
     # 1 model; 6 methods x 2 seeds of training; their 12 evaluations + the base student's 2.
     assert jobs == {"model": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "training_curves": 1,
-                    "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
+                    "test_time_scaling": 1, "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
     # A sandbox limit: only the code evaluations, no training.
     edit.write_text("task_settings: {code: {sandbox: {time_limit_s: 3.0}}}\n")
     jobs = _planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
-    assert jobs == {"evaluate": 16, "leaderboard": 1, "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
+    assert jobs == {"evaluate": 16, "test_time_scaling": 1, "leaderboard": 1, "leaderboard_deltas": 1,
+                    "paper_tables": 1, "all": 1}, jobs
 
 
 def test_misspelled_method_stops_the_workflow_at_start(tmp_path):
@@ -140,7 +163,9 @@ def test_misspelled_method_stops_the_workflow_at_start(tmp_path):
     assert "Valid methods: eopd, exopd, opd, reopold, tropd, uniopd; variants: clip_outlier," in out
 
 
-def _training_pids(marker: str) -> list[int]:
+def _training_pids(workdir: Path) -> list[int]:
+    """The training scripts Snakemake runs in this workdir (not another test run's)."""
+    marker = str(workdir / ".snakemake" / "scripts")
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -148,7 +173,7 @@ def _training_pids(marker: str) -> list[int]:
                 cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if marker in cmd and "python" in cmd:
+            if marker in cmd and ".train.py" in cmd and "python" in cmd:
                 pids.append(int(proc.name))
     return pids
 
@@ -171,7 +196,7 @@ def test_killed_training_resumes_from_checkpoint(micro_workflow):
     killed = False
     while time.time() < deadline and proc.poll() is None:
         if ckpt.exists():
-            for pid in _training_pids(".train.py"):
+            for pid in _training_pids(workdir):
                 os.kill(pid, signal.SIGKILL)
                 killed = True
             if killed:

@@ -51,7 +51,9 @@ PAPER_TABLES = sorted(str(p) for p in (Path(workflow.basedir) / "paper_tables").
 
 def figure_outputs():
     tables = [f"{RESULTS}/tables/paper_tables.md", f"{RESULTS}/tables/order_agreement.csv"] if PAPER_TABLES else []
-    return [f"{RESULTS}/figures/{task}_training_curves.png" for task in config["tasks"]] + [
+    return [f"{RESULTS}/figures/{task}_{name}" for task in config["tasks"]
+            for name in ("training_curves.png", "test_time_scaling.png")] + [
+        f"{RESULTS}/tables/{task}_test_time_scaling.csv" for task in config["tasks"]] + [
         f"{RESULTS}/figures/leaderboard_deltas.png"] + tables
 
 

@@ -16,6 +16,23 @@ rule training_curves:
         "../scripts/training_curves.py"
 
 
+rule test_time_scaling:
+    """Per task, every model's Pass@K and Maj@K against the latency of K parallel samples,
+    from its evaluations (mean over seeds), as a figure and a table."""
+    input:
+        lambda wildcards: eval_targets(wildcards.task),
+    output:
+        png=report(f"{RESULTS}/figures/{{task}}_test_time_scaling.png", caption="../report/test_time_scaling.rst",
+                   category="Figures"),
+        csv=f"{RESULTS}/tables/{{task}}_test_time_scaling.csv",
+    log:
+        f"{RESULTS}/logs/figures/{{task}}_test_time_scaling.log",
+    conda:
+        ENV
+    script:
+        "../scripts/test_time_scaling.py"
+
+
 rule leaderboard_deltas:
     """Each method's change in Avg@N against the base student, per task and benchmark."""
     input:
