@@ -4,7 +4,8 @@ Writes one jsonl row per (benchmark, problem, sample) and a metrics file with Av
 Pass@k and Maj@N per benchmark (k in {1, N}: Pass@1 equals Avg@N in expectation), and
 each benchmark's test-time scaling curve (REOPOLD Figures 6b and 7): Pass@K and Maj@K for
 K = 1, 2, 4, ... N against the latency of K parallel samples, estimated as the expected
-longest of K responses (in decoding steps) times the model's measured seconds per step.
+longest of K responses (in decoding steps) times the seconds per step measured for models
+of its size (figures.read_scaling).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def generate_and_score(model_ref: str | Path, task, problems: list[dict[str, Any
     # Whole prompts per generate call, so every sample of a problem shares its batch.
     per_call = max(1, cfg["batch_size"] // n)
     rows: list[dict[str, Any]] = []
-    generation = {"seconds": 0.0, "decode_steps": 0}
+    generation = {"seconds": 0.0, "decode_steps": 0, "parameters": sum(p.numel() for p in model.parameters())}
     for start in tqdm(range(0, len(problems), per_call), desc=desc, mininterval=5):
         chunk = problems[start:start + per_call]
         t0 = time.perf_counter()

@@ -92,12 +92,16 @@ def plot_leaderboard_deltas(leaderboard_csv: str | Path, out: str | Path, title:
 
 def read_scaling(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per (model, seed, benchmark, K) from the evaluations' metrics.json: Pass@K
-    and Maj@K in %, and the latency of K parallel samples in seconds (the expected longest
-    of K responses in decoding steps, times the model's measured seconds per step)."""
+    and Maj@K in %, and the latency of K parallel samples in seconds: the expected longest
+    of K responses in decoding steps, times the seconds per step of a model of its size.
+    That is the median over every evaluation of a model with as many parameters (the base
+    student and each distilled student share one), so the latencies of same-size models
+    differ by their responses' lengths, not by what else the machine ran at the time."""
+    evals = [json.loads(Path(path).read_text()) for path in metrics_files]
+    per_size = pd.DataFrame([m["generation"] for m in evals]).groupby("parameters").seconds_per_decode_step.median()
     rows = []
-    for path in metrics_files:
-        m = json.loads(Path(path).read_text())
-        per_step = m["generation"]["seconds_per_decode_step"]
+    for m in evals:
+        per_step = per_size[m["generation"]["parameters"]]
         for bench, curve in m["test_time_scaling"].items():
             for k, p, maj, steps in zip(curve["k"], curve["pass"], curve["maj"], curve["decode_steps"]):
                 rows.append({"task": m["task"], "model": m["model"], "kind": m["kind"], "seed": m["seed"],
@@ -119,22 +123,28 @@ def plot_test_time_scaling(summary: pd.DataFrame, out: str | Path, title: str) -
     Figures 6b and 7); a line per model through K = 1, 2, 4, ... N, mean over seeds."""
     benches = list(dict.fromkeys(summary.benchmark))
     models = sorted(summary.model.unique(), key=lambda m: (m != "teacher", m != "student", m))
+    methods = [m for m in models if m not in ("teacher", "student")]
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    styles = {"teacher": dict(color="black", linestyle="--"), "student": dict(color="gray", linestyle=":"),
+              **{m: dict(color=palette(i % palette.N)) for i, m in enumerate(methods)}}
+    # Log latency where it spans a wide range (paper scale: long responses, K up to 64).
+    wide = summary.latency_s_mean.max() > 4 * summary.latency_s_mean.min()
     fig, axes = plt.subplots(len(benches), 2, figsize=(11, 3.6 * len(benches)), constrained_layout=True,
                              squeeze=False)
     for row, bench in zip(axes, benches):
         for ax, (metric, name) in zip(row, (("pass", "Pass@K"), ("maj", "Maj@K"))):
-            for i, model in enumerate(models):
+            for model in models:
                 s = summary[(summary.benchmark == bench) & (summary.model == model)].sort_values("k")
-                style = {"teacher": dict(color="black", linestyle="--"), "student": dict(color="gray", linestyle=":")}
                 ax.plot(s.latency_s_mean, s[f"{metric}_mean"], marker="o", markersize=3, linewidth=1.2,
-                        label={"student": "base student"}.get(model, model),
-                        **style.get(model, dict(color=f"C{i % 10}")))
-            ax.set_xscale("log", base=2)
+                        label={"student": "base student"}.get(model, model), **styles[model])
+            if wide:
+                ax.set_xscale("log", base=2)
             ax.set_title(f"{bench}: {name}", fontsize=10)
             ax.set_xlabel("latency of K parallel samples (s)")
             ax.set_ylabel(f"{name} (%)")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, ncol=2)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     fig.suptitle(title)
     fig.savefig(out, dpi=110)
     plt.close(fig)
