@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 
 .PHONY: setup quickstart tiny test clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel first: a bare torch requirement would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	# Every other package at the version of constraints.txt: the tiny numbers depend on them.
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	# EvalPlus's sandbox without its API clients (its checker's imports are in pyproject.toml).
 	$(BIN)/pip install -q --no-deps evalplus==0.3.1
 	touch $@
