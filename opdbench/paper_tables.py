@@ -40,25 +40,25 @@ def load_paper_tables(directory: str | Path = TABLES_DIR, known_runs: Iterable[s
         message = _first_error(schema, table)
         if message:
             raise ConfigError(f"{path.name}: {message}")
-        stray = sorted(set(table["setup"].get("measured", {})) - set(table["columns"]))
-        if stray:
-            raise ConfigError(f"{path.name}: setup.measured names columns {stray} the table does not have; "
-                              f"columns: {', '.join(table['columns'])}")
+        _check_declared(path, table, table["setup"].get("measured", {}), "setup.measured names columns")
         if table["setup"].get("measured") and not table["setup"].get("diagnostic"):
             raise ConfigError(f"{path.name}: setup.measured is for diagnostic tables (setup.diagnostic: true)")
         average = table["setup"].get("average_column")
         if average is not None and average not in table["columns"]:
             raise ConfigError(f"{path.name}: setup.average_column '{average}' is not one of the columns")
         for i, row in enumerate(table["rows"]):
-            stray = sorted(set(row["values"]) - set(table["columns"]))
-            if stray:
-                raise ConfigError(f"{path.name}: rows.{i} ({row['label']}) has values for undeclared columns {stray}; "
-                                  f"columns: {', '.join(table['columns'])}")
+            _check_declared(path, table, row["values"], f"rows.{i} ({row['label']}) has values for undeclared columns")
             if known is not None and row.get("method") is not None and row["method"] not in known:
                 raise ConfigError(f"{path.name}: rows.{i} ({row['label']}): "
                                   f"{unknown_name_error('method', row['method'], known)}")
         tables[path.stem] = table
     return tables
+
+
+def _check_declared(path: Path, table: dict[str, Any], names: Iterable[str], what: str) -> None:
+    stray = sorted(set(names) - set(table["columns"]))
+    if stray:
+        raise ConfigError(f"{path.name}: {what} {stray}; columns: {', '.join(table['columns'])}")
 
 
 def published_score(table: dict[str, Any], row: dict[str, Any]) -> float | None:
@@ -190,8 +190,8 @@ def write_paper_tables(tables: dict[str, dict[str, Any]], leaderboard_csv: str |
     from opdbench.figures import read_curves
 
     summary = pd.read_csv(leaderboard_csv)
-    metrics_files = list(metrics_files)
-    curves = read_curves(metrics_files, measured_metrics(tables)) if metrics_files else None
+    metrics_files, keys = list(metrics_files), measured_metrics(tables)
+    curves = read_curves(metrics_files, keys) if metrics_files and keys else None  # only what a table reads
     sections, agreement = [], []
     for name, table in tables.items():
         text, row = render_table(name, table, summary, curves)
