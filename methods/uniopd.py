@@ -1,9 +1,10 @@
 """Uni-OPD (arXiv 2605.03677; official code WenjinHou/Uni-OPD, as read in
 shared/METHODS.md): OPD with outcome-guided margin calibration and two data balances.
 
-- Base advantage ``A = R = sg(logT - logOld)``; tokens with ``|logOld - logT| >= 10`` are masked.
+- Base advantage ``A = R = sg(logT - logOld)``; tokens with ``|logOld - logT| >= 10`` are masked
+  out of the policy-gradient loss (only there, as in the official code).
 - Margin calibration (needs the verifier's outcome per rollout, G >= 2): ``G_i`` = mean
-  token advantage of rollout i; in every prompt group with both correct and incorrect
+  token advantage of rollout i over all its response tokens, outliers included; in every prompt group with both correct and incorrect
   rollouts, if ``gap = mean_correct G - mean_incorrect G < delta`` then ``d = delta - gap``
   is split over the group: "spread" adds +d/2 to correct and -d/2 to incorrect rollouts
   (text, delta 0.4); "lift" adds +d to correct ones (multimodal, delta 0); "minmax" uses
@@ -47,12 +48,13 @@ class UniOPD(Method):
         return difficulty_upsample(correct_counts, n_samples, factor)
 
     def prepare(self, batch, progress):
-        tokens = batch.student_tokens * outlier_gap_mask(batch.logOld, batch.logT, self.hp["max_gap"])
         adv = log_ratio_credit(batch.logT, batch.logOld)
         outcome = batch.extras["outcome"]
         shift = torch.zeros_like(outcome)
-        if self.hp["margin"] != "none":
-            adv, shift = margin_calibration(adv, tokens, batch.group, outcome, self.hp["delta"], self.hp["margin"])
+        if self.hp["margin"] != "none":  # G_i over every response token (METHODS.md), before the outlier mask
+            adv, shift = margin_calibration(adv, batch.student_tokens, batch.group, outcome, self.hp["delta"],
+                                            self.hp["margin"])
+        tokens = batch.student_tokens * outlier_gap_mask(batch.logOld, batch.logT, self.hp["max_gap"])
         keep = torch.ones_like(outcome)
         if self.hp["online_balance"]:
             keep = correctness_balance(batch.group, outcome, self.generator(progress))

@@ -212,6 +212,28 @@ def test_uniopd_online_balance_and_outlier_mask():
     assert per_rollout[3:].sum().item() == 2 and per_rollout[3].item() == 1.0
 
 
+def test_uniopd_margin_averages_every_response_token_outliers_included():
+    """G_i is the mean advantage over all of rollout i's response tokens (METHODS.md; the
+    official code masks |logOld - logT| >= 10 in the policy-gradient loss only)."""
+    logT = torch.tensor([[-1.0, -1.0], [0.0, -12.0], [-0.4, 0.0], [-0.5, -0.5], [-0.2, 0.0], [0.0, 0.0]])
+    batch = uni_batch([1.0, 0.0, 1.0, 0.0, 0.0, 0.0], logT=logT)
+    m = method("uniopd", online_balance=False)
+    m.prepare(batch, Progress(0, 1))
+    # G = [-1, -6, -0.2 | ...]: group 0 gap = -0.6 - (-6) = 5.4 >= 0.4, no shift. Averaging over the
+    # tokens left by the outlier mask would give G_1 = 0, gap -0.6, d = 1.0 and shifts of +-0.5.
+    assert batch.extras["margin_shift"].tolist() == pytest.approx([0.0] * 6, abs=1e-6)
+    assert batch.extras["loss_tokens"][1].tolist() == [1.0, 0.0]  # the outlier still leaves the loss
+    batch = uni_batch([0.0, 1.0, 0.0, 1.0, 0.0, 0.0], logT=logT)
+    m.prepare(batch, Progress(0, 1))
+    # group 0: correct {1} G -6, incorrect {0, 2} mean -0.6 -> gap -5.4, d = 5.8 (masked mean: d = 0.6)
+    assert batch.extras["margin_shift"][:3].tolist() == pytest.approx([-2.9, 2.9, -2.9])
+    adv = batch.extras["advantage"]
+    assert adv[1].tolist() == pytest.approx([2.9, -9.1])
+    loss, _ = m.loss(batch, on_policy(batch.logOld), Progress(0, 1))
+    keep = batch.extras["loss_tokens"]  # seq-mean-token-mean over the kept tokens (11 of 12 here: token-mean)
+    assert loss.item() == pytest.approx(-((adv * keep).sum() / keep.sum()).item(), rel=1e-6)
+
+
 def test_uniopd_without_calibration_balance_or_outliers_is_opd_with_its_aggregation():
     batch = uni_batch([1.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # gap 0.4 >= delta 0: no shift either way
     train = {**BASE_TRAIN, "clip_ratio_high": 0.28, "loss_agg_mode": "seq-mean-token-mean"}
