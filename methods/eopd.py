@@ -25,6 +25,8 @@ class EOPD(Method):
     name = "eopd"
     needs = frozenset({"teacher_topk", "teacher_entropy"})
     defaults = {"tau": 0.8, "alpha": 1.0, "k": 16}  # paper: k 16 (the repo README says 32)
+    schema = {"tau": {"type": "number", "minimum": 0}, "alpha": {"type": "number", "minimum": 0},
+              "k": {"type": "integer", "minimum": 1}}
     paper_settings = {"rollouts_per_prompt": 1, "prompts_per_step": 128, "mini_batch_size": 32, "lr": 3.0e-6,
                       "lr_schedule": "cosine", "max_new_tokens": 4096, "temperature": 1.0}
 

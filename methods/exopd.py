@@ -21,6 +21,7 @@ class ExOPD(Method):
     name = "exopd"
     needs = frozenset({"ref_logprobs"})
     defaults = {"lam": 1.25, "reference": "student"}
+    schema = {"lam": {"type": "number", "minimum": 0}, "reference": {"type": "string", "minLength": 1}}
     # Paper: one optimizer step per rollout batch, n = 1, lr 1e-5, 16384 tokens, 50 steps,
     # verl's dual-clip constant 3.
     paper_settings = {"rollouts_per_prompt": 1, "ppo_epochs": 1, "lr": 1.0e-5, "max_new_tokens": 16384,

@@ -26,6 +26,11 @@ class REOPOLD(Method):
     name = "reopold"
     defaults = {"lam": 0.3, "beta": 0.2, "t_switch": 1 / 3,
                 "bounded_credit": True, "entropy_selection": True, "schedule": True}
+    schema = {"lam": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},  # the floor log(lam)/(1-lam)
+              "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+              "t_switch": {"type": "number", "minimum": 0},  # past 1: exploration never ends
+              "bounded_credit": {"type": "boolean"}, "entropy_selection": {"type": "boolean"},
+              "schedule": {"type": "boolean"}}
     paper_settings = {"rollouts_per_prompt": 8, "prompts_per_step": 128, "mini_batch_size": 32, "lr": 1.0e-5,
                       "lr_schedule": "constant", "steps": 300, "max_new_tokens": 8192, "temperature": 1.0}
 

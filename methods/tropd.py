@@ -41,7 +41,11 @@ class TrOPD(Method):
     needs = frozenset({"teacher_topk", "teacher_prefix"})
     defaults = {"k": 64, "beta": 0.001, "region": "adaptive", "outlier": "fkl", "tau": floor_value(0.3),
                 "jsd_beta": 0.5, "guidance": True, "max_prefix_fraction": 1.0}
-    choices = {"region": REGIONS, "outlier": OUTLIERS}
+    schema = {"k": {"type": "integer", "minimum": 1}, "beta": {"type": "number", "minimum": 0},
+              "region": {"enum": list(REGIONS)}, "outlier": {"enum": list(OUTLIERS)},
+              "tau": {"type": "number", "maximum": 0}, "jsd_beta": {"type": "number", "minimum": 0, "maximum": 1},
+              "guidance": {"type": "boolean"},
+              "max_prefix_fraction": {"type": "number", "minimum": 0, "maximum": 1}}
     paper_settings = {"steps": 200, "lr": 5.0e-6, "lr_schedule": "constant", "prompts_per_step": 128,
                       "rollouts_per_prompt": 4, "max_new_tokens": 8096}
 

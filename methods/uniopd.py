@@ -34,7 +34,12 @@ class UniOPD(Method):
     needs = frozenset({"outcome", "prompt_difficulty"})
     defaults = {"delta": 0.4, "margin": "spread", "max_gap": 10.0, "online_balance": True,
                 "offline_balance": True, "difficulty_samples": 8, "difficulty_prompts": None, "upsample": 2}
-    choices = {"margin": (*MARGIN_MODES, "none")}
+    schema = {"delta": {"type": "number", "minimum": 0}, "margin": {"enum": [*MARGIN_MODES, "none"]},
+              "max_gap": {"type": "number", "exclusiveMinimum": 0},
+              "online_balance": {"type": "boolean"}, "offline_balance": {"type": "boolean"},
+              "difficulty_samples": {"type": "integer", "minimum": 2},
+              "difficulty_prompts": {"type": ["integer", "null"], "minimum": 1},
+              "upsample": {"type": "integer", "minimum": 1}}
     paper_settings = {"prompts_per_step": 64, "rollouts_per_prompt": 16, "lr": 1.0e-6, "lr_schedule": "constant",
                       "max_new_tokens": 16384, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28,
                       "loss_agg_mode": "seq-mean-token-mean"}

@@ -10,6 +10,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,15 @@ def _schema_message(err, prefix: tuple = ()) -> str:
     return f"config key '{where}': {err.message}"
 
 
-def _first_error(schema: dict[str, Any], instance: Any, prefix: tuple = ()) -> str | None:
+def first_schema_error(schema: dict[str, Any], instance: Any, prefix: tuple = ()) -> str | None:
     import jsonschema
 
     errors = jsonschema.Draft202012Validator(schema).iter_errors(instance)
     errors = sorted(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     return _schema_message(errors[0], prefix) if errors else None
 
+
+_first_error = first_schema_error  # the name paper_tables.py imports
 
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool}
 
@@ -91,6 +94,20 @@ def coerce_command_line(instance: Any, schema: dict[str, Any], root: dict[str, A
     return instance
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_model_source(source: str, where: tuple) -> None:
+    """A model source is "tiny" (built by the workflow), a local directory, or a hub id
+    "org/name": a typo such as "tinyy" stops the workflow here, not in a hub download."""
+    if source == "tiny" or Path(source).is_dir() or _HUB_ID.match(source):
+        return
+    close = difflib.get_close_matches(source, ["tiny"], n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"config key '{_key_path(where)}': '{source}' is not 'tiny', an existing local directory, "
+                      f"or a hub id 'org/name'.{hint}")
+
+
 def validate_config(config: dict[str, Any], methods_dir: str | Path | None = None,
                     schema_path: str | Path = SCHEMA_PATH, command_line: tuple[str, ...] = ()) -> None:
     """Raise ConfigError naming the first bad key, or an unknown method / task name.
@@ -100,7 +117,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     for key in command_line:
         if key in config and key in schema["properties"]:
             config[key] = coerce_command_line(config[key], schema["properties"][key], schema)
-    message = _first_error(schema, config)
+    message = first_schema_error(schema, config)
     if message:
         raise ConfigError(message)
 
@@ -119,29 +136,36 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
         for split, spec in [("train", data["train"]), *((f"benchmarks.{b}", s) for b, s in data["benchmarks"].items())]:
             if "generator" in spec:
                 prefix = ("task_settings", task, "data", *split.split("."), "generator")
-                message = _first_error(TASKS[task].generator_schema, spec["generator"], prefix)
+                message = first_schema_error(TASKS[task].generator_schema, spec["generator"], prefix)
                 if message:
                     raise ConfigError(message)
         for role in ("teacher", "student"):
+            check_model_source(settings[role]["source"], ("task_settings", task, role, "source"))
             writer = settings[role].get("sft", {}).get("writer")
             if writer is not None:
-                message = _first_error(TASKS[task].writer_schema, writer, ("task_settings", task, role, "sft", "writer"))
+                message = first_schema_error(TASKS[task].writer_schema, writer, ("task_settings", task, role, "sft", "writer"))
                 if message:
                     raise ConfigError(message)
     if methods_dir is not None:
         from opdbench.registry import load_methods
 
+        from opdbench.registry import RESERVED_NAMES
+
         methods = load_methods(methods_dir)
         for name, spec in config["variants"].items():
+            if name in RESERVED_NAMES:
+                raise ConfigError(f"variant name '{name}' is reserved for the models every method is compared with "
+                                  f"({', '.join(RESERVED_NAMES)}); rename it (config key 'variants.{name}')")
             if name in methods:
                 raise ConfigError(f"variant '{name}' has the name of a registered method; rename it")
             if spec["method"] not in methods:
                 raise ConfigError(f"variant '{name}': {unknown_name_error('method', spec['method'], methods)}")
-            methods[spec["method"]].resolve_hparams({k: v for k, v in spec.items() if k != "method"})
+            methods[spec["method"]].resolve_hparams({k: v for k, v in spec.items() if k != "method"},
+                                                    ("variants", name))
         for name, overrides in config.get("method_settings", {}).items():
             if name not in methods:
                 raise ConfigError(f"method_settings: {unknown_name_error('method', name, methods)}")
-            methods[name].resolve_hparams(overrides)
+            methods[name].resolve_hparams(overrides, ("method_settings", name))
         for name in config["methods"]:
             if name not in methods and name not in config["variants"]:
                 raise unknown_name_error("method", name, methods, also={"variants": config["variants"]})
@@ -164,6 +188,7 @@ def canonical_hash(obj: Any) -> str:
 
 def resolve_run(config: dict[str, Any], task: str, run_name: str, seed: int, methods_dir: str | Path) -> dict[str, Any]:
     """The full settings of one training run, with its diff from the unified base."""
+    from opdbench.code_hash import method_code
     from opdbench.registry import get_method_class
 
     method_name, variant = run_name, {}
@@ -190,6 +215,7 @@ def resolve_run(config: dict[str, Any], task: str, run_name: str, seed: int, met
         "train": {k: {"base": base[k], "run": v} for k, v in train.items() if base[k] != v},
     }
     run = {"task": task, "run_name": run_name, "method": method_name, "seed": seed, "mode": config["mode"],
-           "train": train, "hparams": hparams, "diff_from_base": diff}
+           "train": train, "hparams": hparams, "diff_from_base": diff,
+           "code": method_code(cls)}  # an edit to the method or the training code reruns the run
     run["config_hash"] = canonical_hash(run)
     return run

@@ -2,7 +2,8 @@
 prompts, and how a scored batch becomes a loss.
 
 A method file in ``methods/`` subclasses ``Method``, sets ``name``, ``defaults`` (its
-paper's hyperparameters) and ``needs`` (scoring beyond the teacher's log-probs of the
+paper's hyperparameters), ``schema`` (each hyperparameter's JSON-schema type and range,
+checked when the workflow starts) and ``needs`` (scoring beyond the teacher's log-probs of the
 sampled tokens, from ``SCORING_NEEDS``), and implements ``loss``. Optional hooks:
 
 - ``prepare(batch, progress)``: batch-level quantities computed once per rollout batch,
@@ -93,8 +94,9 @@ class Method:
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {}
-    # Hyperparameters that take one of a fixed set of values (checked at config validation).
-    choices: ClassVar[dict[str, tuple]] = {}
+    # One JSON schema per hyperparameter (type, range, enum), as tasks declare their generator
+    # schemas: a config value of the wrong type or range stops the workflow at start-up.
+    schema: ClassVar[dict[str, dict[str, Any]]] = {}
     # The paper's own training settings (keys of the base config), used in `paper` mode.
     paper_settings: ClassVar[dict[str, Any]] = {}
 
@@ -104,16 +106,24 @@ class Method:
         self.seed = seed
 
     @classmethod
-    def resolve_hparams(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+    def hparam_schema(cls) -> dict[str, Any]:
+        return {"type": "object", "properties": cls.schema, "additionalProperties": False}
+
+    @classmethod
+    def resolve_hparams(cls, overrides: dict[str, Any], where: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The defaults with ``overrides``; a key the method lacks or a value outside its
+        schema raises ConfigError naming the config key (``where``: e.g. ("variants", name))."""
+        from opdbench.config import first_schema_error
+
         unknown = sorted(set(overrides) - set(cls.defaults))
         if unknown:
             valid = ", ".join(sorted(cls.defaults)) or "(none)"
-            raise ConfigError(f"method '{cls.name}' has no hyperparameter '{unknown[0]}'. Valid: {valid}")
+            at = f" (config key '{'.'.join((*where, unknown[0]))}')" if where else ""
+            raise ConfigError(f"method '{cls.name}' has no hyperparameter '{unknown[0]}'{at}. Valid: {valid}")
         hp = {**cls.defaults, **overrides}
-        for key, valid in cls.choices.items():
-            if hp[key] not in valid:
-                raise ConfigError(f"method '{cls.name}': hyperparameter '{key}' is {hp[key]!r}; "
-                                  f"valid: {', '.join(map(str, valid))}")
+        message = first_schema_error(cls.hparam_schema(), hp, where or ("method", cls.name))
+        if message:
+            raise ConfigError(f"method '{cls.name}' hyperparameter: {message}")
         return hp
 
     # -- what to score -----------------------------------------------------------------

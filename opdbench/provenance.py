@@ -13,13 +13,14 @@ import opdbench
 REPO = Path(opdbench.__file__).resolve().parent.parent
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """``<commit>[-dirty]`` of the checkout, or the package version outside git."""
+@lru_cache(maxsize=None)
+def code_version(repo: Path = REPO) -> str:
+    """``<commit>[-dirty]`` of the checkout, or the package version outside git. Dirty
+    includes untracked files that git does not ignore: a new method file changes results."""
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=normal"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

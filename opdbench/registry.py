@@ -15,6 +15,9 @@ from opdbench.errors import ConfigError, unknown_name_error
 
 METHODS: dict[str, type] = {}
 _LOADED_DIRS: set[Path] = set()
+# Names the results tree and the leaderboard use for the models every method is compared
+# with (results/.../eval/<task>/base/{student,teacher}): no method or variant may take them.
+RESERVED_NAMES = ("base", "student", "teacher")
 
 
 def register_method(cls):
@@ -27,6 +30,10 @@ def register_method(cls):
     unknown = sorted(set(getattr(cls, "needs", ())) - set(SCORING_NEEDS))
     if unknown:
         raise ConfigError(f"method '{name}' needs unknown scoring '{unknown[0]}'. Valid: {', '.join(SCORING_NEEDS)}")
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"method name '{name}' ({_source(cls)}) is reserved for the models every method is "
+                          f"compared with ({', '.join(RESERVED_NAMES)}); rename it")
+    _check_schema(cls, name)
     if name in METHODS and _source(METHODS[name]) != _source(cls):
         raise ConfigError(
             f"method name '{name}' is registered twice: {_source(METHODS[name])} and {_source(cls)}. "
@@ -34,6 +41,23 @@ def register_method(cls):
         )
     METHODS[name] = cls
     return cls
+
+
+def _check_schema(cls, name: str) -> None:
+    """Every hyperparameter has a schema entry, and the defaults fit it."""
+    from opdbench.config import first_schema_error
+
+    schema = getattr(cls, "schema", {})
+    missing = sorted(set(cls.defaults) - set(schema))
+    if missing:
+        raise ConfigError(f"method '{name}' ({_source(cls)}) declares no schema for hyperparameter '{missing[0]}': "
+                          f"add it to the class's `schema`, e.g. {{'{missing[0]}': {{'type': 'number', 'minimum': 0}}}}")
+    extra = sorted(set(schema) - set(cls.defaults))
+    if extra:
+        raise ConfigError(f"method '{name}' ({_source(cls)}): schema entry '{extra[0]}' has no default")
+    message = first_schema_error(cls.hparam_schema(), dict(cls.defaults), ("method", name, "defaults"))
+    if message:
+        raise ConfigError(f"method '{name}' ({_source(cls)}): its defaults do not fit its schema: {message}")
 
 
 def _source(cls) -> str:

@@ -88,6 +88,94 @@ def test_variant_with_unknown_hyperparameter():
         validate_config(bad(variants={"v": {"method": "nope"}}), METHODS_DIR)
 
 
+@pytest.mark.parametrize("where, edit, message", [
+    ("variants", {"variants": {"exopd_big": {"method": "exopd", "lam": "big"}}},
+     r"config key 'variants\.exopd_big\.lam': 'big' is not of type 'number'"),
+    ("variants", {"variants": {"r": {"method": "reopold", "lam": 1.0}}},
+     r"'variants\.r\.lam': 1\.0 is greater than or equal to the maximum of 1"),
+    ("variants", {"variants": {"t": {"method": "tropd", "guidance": "yes"}}},
+     r"'variants\.t\.guidance': 'yes' is not of type 'boolean'"),
+    ("method_settings", {"method_settings": {"uniopd": {"difficulty_samples": 2.5}}},
+     r"'method_settings\.uniopd\.difficulty_samples': 2\.5 is not of type 'integer'"),
+    ("method_settings", {"method_settings": {"tropd": {"region": "adaptve"}}},
+     r"'method_settings\.tropd\.region': 'adaptve' is not one of \['adaptive', 'threshold', 'none'\]"),
+])
+def test_a_hyperparameter_of_the_wrong_type_or_range_is_named_at_start_up(where, edit, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config({**copy.deepcopy(CONFIG), **edit}, METHODS_DIR)
+
+
+@pytest.mark.parametrize("name", ["teacher", "student", "base"])
+def test_a_variant_may_not_take_a_reserved_name(name):
+    with pytest.raises(ConfigError, match=rf"variant name '{name}' is reserved"):
+        validate_config(bad(variants={name: {"method": "opd"}}), METHODS_DIR)
+
+
+def test_every_method_declares_a_schema_its_defaults_fit():
+    from opdbench.registry import load_methods
+
+    for name, cls in load_methods(METHODS_DIR).items():
+        assert set(cls.schema) == set(cls.defaults), name
+
+
+def test_a_method_file_without_a_schema_or_with_a_reserved_name_is_refused(tmp_path):
+    from opdbench.method import Method
+    from opdbench.registry import register_method
+
+    class NoSchema(Method):
+        name = "no_schema"
+        defaults = {"scale": 0.5}
+
+    with pytest.raises(ConfigError, match="declares no schema for hyperparameter 'scale'"):
+        register_method(NoSchema)
+
+    class BadDefault(NoSchema):
+        name = "bad_default"
+        schema = {"scale": {"type": "integer"}}
+
+    with pytest.raises(ConfigError, match="its defaults do not fit its schema"):
+        register_method(BadDefault)
+
+    class Teacher(Method):
+        name = "teacher"
+
+    with pytest.raises(ConfigError, match="method name 'teacher'.*is reserved"):
+        register_method(Teacher)
+
+
+def test_a_misspelled_model_source_is_named_at_start_up(tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    cfg["task_settings"]["math"]["student"]["source"] = "tinyy"
+    with pytest.raises(ConfigError, match=r"'task_settings\.math\.student\.source': 'tinyy' is not 'tiny'.*"
+                                          r"Did you mean 'tiny'\?"):
+        validate_config(cfg, METHODS_DIR)
+    for good in ("Qwen/Qwen3-1.7B", str(tmp_path)):  # a hub id, a local directory
+        cfg["task_settings"]["math"]["student"]["source"] = good
+        validate_config(cfg, METHODS_DIR)
+
+
+def test_a_run_records_the_hash_of_its_method_file_and_training_code():
+    run = resolve_run(CONFIG, "math", "opd", 0, METHODS_DIR)
+    assert set(run["code"]) == {"method_file", "training_code"}
+    assert resolve_run(CONFIG, "math", "uniopd", 0, METHODS_DIR)["code"]["method_file"] != run["code"]["method_file"]
+
+
+def test_the_code_version_counts_untracked_files_as_dirty(tmp_path):
+    import subprocess
+
+    from opdbench.provenance import code_version
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    assert not code_version.__wrapped__(tmp_path).endswith("-dirty")  # uncached
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "new_method.py").write_text("x = 2\n")
+    assert code_version.__wrapped__(tmp_path).endswith("-dirty")
+
+
 def test_mini_batch_must_divide_the_rollout_batch():
     with pytest.raises(ConfigError, match="base.mini_batch_size"):
         validate_config(bad(base__mini_batch_size=7), METHODS_DIR)
@@ -112,7 +200,7 @@ def test_method_settings_and_variants_are_recorded_as_hyperparameter_changes():
     assert ex["train"] == cfg["base"]  # unified mode: no method touches the shared settings
     with pytest.raises(ConfigError, match=r"method_settings: unknown method 'unopd'.*Did you mean 'uniopd'"):
         validate_config(bad(method_settings={"unopd": {}}), METHODS_DIR)
-    with pytest.raises(ConfigError, match=r"method 'tropd': hyperparameter 'outlier' is 'fk'; valid: fkl, mask, clip, jsd"):
+    with pytest.raises(ConfigError, match=r"'variants\.t\.outlier': 'fk' is not one of \['fkl', 'mask', 'clip', 'jsd'\]"):
         validate_config(bad(variants={"t": {"method": "tropd", "outlier": "fk"}}), METHODS_DIR)
     with pytest.raises(ConfigError, match=r"method 'tropd' has no hyperparameter 'kk'"):
         validate_config(bad(method_settings={"tropd": {"kk": 3}}), METHODS_DIR)

@@ -1,8 +1,10 @@
 # Shared by every rule: config validation at start-up, result paths, the run list.
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from opdbench.code_hash import EVALUATION_CODE, package_code_hash
 from opdbench.config import evaluation_settings, resolve_run, validate_config
 from opdbench.errors import ConfigError
 from opdbench.resources import resources_of
@@ -45,8 +47,9 @@ def leaderboard_outputs():
     return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
 
 
-# The published tables rendered next to the runs (none when paper_tables/ is empty).
-PAPER_TABLES = sorted(str(p) for p in (Path(workflow.basedir) / "paper_tables").glob("*.yaml"))
+# The published tables rendered next to the runs (none when paper_tables/ is empty); paths
+# relative to the working directory, so that a moved checkout plans nothing new.
+PAPER_TABLES = sorted(os.path.relpath(p) for p in (Path(workflow.basedir) / "paper_tables").glob("*.yaml"))
 
 
 def figure_outputs():
@@ -83,7 +86,8 @@ def run_settings(wildcards):
 
 def eval_settings(wildcards):
     return {"evaluation": evaluation_settings(config, wildcards.task), "device": config["base"]["device"],
-            "sandbox": config["task_settings"][wildcards.task].get("sandbox", {})}
+            "sandbox": config["task_settings"][wildcards.task].get("sandbox", {}),
+            "code": package_code_hash(EVALUATION_CODE)}
 
 
 def model_to_evaluate(wildcards):

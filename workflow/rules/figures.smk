@@ -60,8 +60,6 @@ rule paper_tables:
         csv=f"{RESULTS}/tables/order_agreement.csv",
     log:
         f"{RESULTS}/logs/tables/paper_tables.log",
-    params:
-        methods_dir=str(METHODS_DIR),
     conda:
         ENV
     script:

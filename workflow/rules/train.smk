@@ -11,7 +11,6 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{task}}_{{run}}_seed{{seed}}.log",
     params:
-        methods_dir=str(METHODS_DIR),
         settings=run_settings,
     threads: config["threads"]
     conda:
