@@ -261,7 +261,9 @@ def test_a_new_method_file_joins_the_dag_and_the_leaderboard(tmp_path):
     overlay.write_text("methods: [opd, half_opd]\nseeds: [0]\n")
     configs = (MICRO_CONFIG, overlay)
     dry = run_snakemake(repo, "-n", snakefile=repo / "Snakefile", configfiles=configs)
-    assert "half_opd" in dry.stdout
+    jobs = _planned_jobs(dry.stdout)
+    assert jobs["train"] == 4 and jobs["evaluate"] == 8, jobs  # per task: 2 methods trained; they and 2 base models evaluated
+    assert "results/micro/train/code/half_opd/seed0/run.json" in dry.stdout
     run_snakemake(repo, snakefile=repo / "Snakefile", configfiles=configs)
     md = (repo / "results/micro/leaderboard.md").read_text()
     assert "| half_opd | 1 |" in md and "| opd | 1 |" in md
