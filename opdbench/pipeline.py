@@ -77,6 +77,8 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     t0 = time.time()
     curve = train_sft(model, tokenizer, task, rows, spec["sft"],
                       seed=spec["sft"].get("seed", 0), desc=f"sft {task_name} {role}")
+    # The weights first, model.json (the rule's output, atomic) last: a kill in between
+    # leaves no model.json, so Snakemake never takes a half-written directory as done.
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     write_manifest(out_dir, ".", **stamp(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"],
@@ -101,8 +103,8 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
     engine = LocalEngine(run, load_task(config, task_name), rows, str(student), str(teacher), method, out_dir,
                          device=run["train"]["device"])
     t0 = time.time()
-    history = engine.train()
-    model_dir = out_dir / "model"
+    history = engine.train()  # exactly one metrics row per step, or an error
+    model_dir = out_dir / "model"  # weights, then model.json and run.json (atomic): see build_model
     engine.save_model(model_dir)
     info = stamp(run=run, config_hash=run["config_hash"], diff_from_base=run["diff_from_base"],
                  dataset_hash=dataset_hash(data_dir), train_seconds=time.time() - t0, steps=len(history))
