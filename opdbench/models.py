@@ -79,7 +79,6 @@ def build_tiny_model(arch: dict[str, Any], tokenizer, seed: int):
 
 
 def write_manifest(model_dir: Path, weights: str, **info: Any) -> None:
-    model_dir.mkdir(parents=True, exist_ok=True)
     """model.json: the rule's output, so written last (after the weights) and atomically: a
     model.json on disk means the directory is complete."""
     atomic_write_text(model_dir / "model.json", json.dumps({"weights": weights, **info}, indent=1))
