@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from opdbench.atomic import atomic_path  # noqa: E402
+
 # (metric key in metrics.jsonl, panel title): REOPOLD's Figures 2-4 and TrOPD's Figure 1
 # plot these against the training step.
 CURVES = [
@@ -56,7 +58,8 @@ def plot_training_curves(metrics_files: Iterable[str | Path], out: str | Path, t
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8, ncol=2)
     fig.suptitle(title)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -86,7 +89,8 @@ def plot_leaderboard_deltas(leaderboard_csv: str | Path, out: str | Path, title:
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -146,5 +150,6 @@ def plot_test_time_scaling(summary: pd.DataFrame, out: str | Path, title: str) -
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     fig.suptitle(title)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from opdbench.atomic import atomic_path, atomic_write_text
 from opdbench.provenance import stamp, write_json
 
 REFERENCE_LABELS = {"student": "base student", "teacher": "teacher"}
@@ -98,11 +99,12 @@ def write_leaderboard(metrics_files: Iterable[str | Path], md_path: str | Path, 
         parts += [f"## {task}", "",
                   f"N = {n} samples per problem; temperature {ev['temperature']}, top-p {ev['top_p']}, "
                   f"max {ev['max_new_tokens']} new tokens.", "", render_task(summary, task, n), ""]
-    pd.concat(summaries, ignore_index=True).to_csv(csv_path, index=False, float_format="%.6f")
+    with atomic_path(csv_path) as tmp:
+        pd.concat(summaries, ignore_index=True).to_csv(tmp, index=False, float_format="%.6f")
     versions = sorted(set(df.code_version))
     parts += [f"Code version(s): {', '.join(versions)}. Dataset hash(es): {', '.join(sorted(set(df.dataset_hash)))}.",
               "Per-run provenance (resolved config, its hash and diff from the base settings): "
               "`train/<task>/<method>/seed<k>/run.json`.", ""]
-    Path(md_path).write_text("\n".join(parts))
+    atomic_write_text(md_path, "\n".join(parts))
     write_json(Path(md_path).with_suffix(".provenance.json"),
                stamp(inputs=sorted(map(str, metrics_files)), evaluation=decoding, base=config["base"]))

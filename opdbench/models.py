@@ -12,6 +12,8 @@ from typing import Any, Iterable
 
 import torch
 
+from opdbench.atomic import atomic_dir, atomic_write_text
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Qwen2's chat format, so that the same prompts serve tiny and hub models.
 CHAT_TEMPLATE = (
@@ -49,8 +51,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.padding_side = "left"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(out_dir)
+    with atomic_dir(out_dir) as tmp:  # the directory is the rule's output: whole or absent
+        fast.save_pretrained(tmp)
     return fast
 
 
@@ -77,8 +79,9 @@ def build_tiny_model(arch: dict[str, Any], tokenizer, seed: int):
 
 
 def write_manifest(model_dir: Path, weights: str, **info: Any) -> None:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "model.json").write_text(json.dumps({"weights": weights, **info}, indent=1))
+    """model.json: the rule's output, so written last (after the weights) and atomically: a
+    model.json on disk means the directory is complete."""
+    atomic_write_text(model_dir / "model.json", json.dumps({"weights": weights, **info}, indent=1))
 
 
 def resolve_weights(model_ref: str | Path) -> str:

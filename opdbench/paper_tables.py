@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from opdbench.atomic import atomic_path, atomic_write_text
 from opdbench.config import _first_error, load_yaml
 from opdbench.errors import ConfigError, unknown_name_error
 
@@ -200,6 +201,7 @@ def write_paper_tables(tables: dict[str, dict[str, Any]], leaderboard_csv: str |
     head = (f"# The papers' tables next to experiment {experiment}\n\n"
             "Published cells as printed; 'published score' is the table's average column (or the mean of its "
             "non-Pass@k cells); the experiment's columns are its own benchmarks' Avg@N in %, mean over seeds.\n\n")
-    Path(out_md).write_text(head + "\n".join(sections))
-    pd.DataFrame(agreement, columns=["table", "paper", "task", "verified", "rows_compared", "spearman_rho"]
-                 ).to_csv(out_csv, index=False)
+    atomic_write_text(out_md, head + "\n".join(sections))
+    with atomic_path(out_csv) as tmp:
+        pd.DataFrame(agreement, columns=["table", "paper", "task", "verified", "rows_compared", "spearman_rho"]
+                     ).to_csv(tmp, index=False)

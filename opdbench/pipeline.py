@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.config import canonical_hash, evaluation_settings, resolve_run
 from opdbench.errors import ConfigError
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, train_tokenizer,
@@ -46,8 +47,8 @@ def build_tokenizer(config: dict[str, Any], task_name: str, data_dir: str | Path
     settings = config["task_settings"][task_name]
     out_dir = Path(out_dir)
     if settings["student"]["source"] != "tiny":
-        out_dir.mkdir(parents=True, exist_ok=True)
-        load_tokenizer(settings["student"]["source"]).save_pretrained(out_dir)
+        with atomic_dir(out_dir) as tmp:  # the directory is the rule's output: whole or absent
+            load_tokenizer(settings["student"]["source"]).save_pretrained(tmp)
         return
     task = load_task(config, task_name)
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
@@ -76,6 +77,8 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     t0 = time.time()
     curve = train_sft(model, tokenizer, task, rows, spec["sft"],
                       seed=spec["sft"].get("seed", 0), desc=f"sft {task_name} {role}")
+    # The weights first, model.json (the rule's output, atomic) last: a kill in between
+    # leaves no model.json, so Snakemake never takes a half-written directory as done.
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     write_manifest(out_dir, ".", **stamp(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"],
@@ -100,8 +103,8 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
     engine = LocalEngine(run, load_task(config, task_name), rows, str(student), str(teacher), method, out_dir,
                          device=run["train"]["device"])
     t0 = time.time()
-    history = engine.train()
-    model_dir = out_dir / "model"
+    history = engine.train()  # exactly one metrics row per step, or an error
+    model_dir = out_dir / "model"  # weights, then model.json and run.json (atomic): see build_model
     engine.save_model(model_dir)
     info = stamp(run=run, config_hash=run["config_hash"], diff_from_base=run["diff_from_base"],
                  dataset_hash=dataset_hash(data_dir), train_seconds=time.time() - t0, steps=len(history))
@@ -124,9 +127,7 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
     t0 = time.time()
     rows, generation = generate_and_score(model, task, problems, cfg, device=config["base"]["device"],
                                           desc=f"eval {task_name} {label.get('model')}")
-    samples_path = Path(samples_path)
-    samples_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(samples_path, "w") as f:
+    with atomic_open(samples_path) as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     manifest = json.loads((Path(model) / "model.json").read_text())

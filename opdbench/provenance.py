@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import opdbench
+from opdbench.atomic import atomic_write_text
 
 REPO = Path(opdbench.__file__).resolve().parent.parent
 
@@ -40,6 +41,5 @@ def stamp(**fields: Any) -> dict[str, Any]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+    """A JSON results file, written atomically (the old file or the whole new one)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")

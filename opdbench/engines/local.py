@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from opdbench.atomic import StateFileError, atomic_path, atomic_write_text, remove_temporaries
 from opdbench.engines import diagnostics
 from opdbench.method import Method, Progress, ScoredBatch, StudentOutput
 from opdbench.models import load_model, load_tokenizer
@@ -98,49 +99,125 @@ class LocalEngine:
         batch = self.cfg["prompts_per_step"] * self.cfg["rollouts_per_prompt"]
         return self.cfg["ppo_epochs"] * math.ceil(batch / self.cfg["mini_batch_size"])
 
-    # -- checkpoints ------------------------------------------------------------------
+    # -- checkpoints and the metrics log ------------------------------------------------
+    # Invariants (every file below is written whole, by ``opdbench.atomic``):
+    # - metrics.jsonl always holds complete rows for steps 0..k-1 of the current run: the
+    #   engine keeps the rows in memory and rewrites the file atomically after each step
+    #   (steps x one line, small), so a kill leaves the rows of the steps done, never half a row;
+    # - the checkpoint for ``next_step`` s is saved after the row of step s-1 is on disk, so a
+    #   checkpoint at s always sits beside rows 0..s-1 (rows of later steps are dropped on
+    #   resume and retraced). A log that lacks one of them was damaged from outside: resume
+    #   refuses rather than finishing a run with steps missing from its record.
     def save_checkpoint(self, next_step: int) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_dir / (CHECKPOINT + ".tmp")
-        torch.save({"next_step": next_step, "config_hash": self.run["config_hash"],
-                    "model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict()}, tmp)
-        os.replace(tmp, self.ckpt_dir / CHECKPOINT)  # atomic: a kill never leaves half a checkpoint
+        with atomic_path(self.ckpt_dir / CHECKPOINT) as tmp:
+            torch.save({"next_step": next_step, "config_hash": self.run["config_hash"],
+                        "model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict()}, tmp)
 
-    def load_checkpoint(self) -> int:
+    def _retrain_hint(self) -> str:
+        return (f"delete {self.ckpt_dir} to train this run again from scratch (its fixed state is recomputed), "
+                f"or restore the files")
+
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            if not isinstance(state, dict) or not isinstance(state.get("next_step"), int) or not {
+                    "config_hash", "model", "optimizer", "scheduler"} <= state.keys():
+                raise ValueError("not a checkpoint of this engine (keys next_step, config_hash, model, "
+                                 "optimizer, scheduler)")
+        except Exception as e:  # torch.load raises RuntimeError, EOFError, UnpicklingError, ... on a bad file
+            raise StateFileError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); it is truncated or "
+                                 f"corrupted, and no earlier checkpoint is kept: {self._retrain_hint()}") from e
+        return state
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def read_metrics(self, steps: int, checkpoint: Path | None = None, exact: bool = False) -> list[dict[str, Any]]:
+        """The rows of steps 0..steps-1 from metrics.jsonl, checked: each line a JSON row with
+        an integer ``step``, the first ``steps`` rows exactly steps 0..steps-1. Rows after them
+        (steps a resumed run retraces) are dropped; so is an unterminated, unparseable last line
+        (an append cut short by a kill, as earlier versions wrote the log); with ``exact``,
+        there must be no rows after them. Anything else raises ``StateFileError`` naming
+        metrics.jsonl (and the checkpoint it must agree with)."""
+        against = (f" beside checkpoint {checkpoint} (at step {steps}: the log must hold the rows of steps "
+                   f"0..{steps - 1})" if checkpoint is not None else "")
+        hint = self._retrain_hint() if checkpoint is not None else "train this run again from scratch"
+        if not self.metrics_path.exists():
+            if steps == 0:
+                return []
+            raise StateFileError(f"metrics log {self.metrics_path} is missing{against}; {hint}")
+        lines = self.metrics_path.read_text(errors="replace").split("\n")
+        rows: list[dict[str, Any]] = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                if i == len(lines) - 1:
+                    continue
+                raise StateFileError(f"metrics log {self.metrics_path}: line {i + 1} is empty{against}; {hint}")
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or type(row.get("step")) is not int:
+                    raise ValueError("not a row with an integer 'step'")
+            except ValueError as e:
+                if i == len(lines) - 1 and len(rows) >= steps:  # a cut append after the rows needed
+                    print(f"[engine] {self.metrics_path}: dropped an unfinished last line (a step after {steps - 1})")
+                    break
+                raise StateFileError(f"metrics log {self.metrics_path}: line {i + 1} is unreadable ({e}){against}; "
+                                     f"{hint}") from e
+            rows.append(row)
+        found = [r["step"] for r in rows[:steps]]
+        if found != list(range(steps)):
+            missing = sorted(set(range(steps)) - set(found))
+            what = (f"steps {_ranges(missing)} are missing" if missing else
+                    f"its first {steps} rows are steps {_ranges(found)}, not 0..{steps - 1} in order")
+            raise StateFileError(f"metrics log {self.metrics_path} disagrees: {what}{against}; {hint}")
+        if exact and len(rows) != steps:
+            raise StateFileError(f"metrics log {self.metrics_path} holds {len(rows)} rows after {steps} steps; {hint}")
+        return rows[:steps]
+
+    def load_checkpoint(self) -> tuple[int, list[dict[str, Any]]]:
+        """The step to start from and the metrics rows of the steps before it."""
+        remove_temporaries(self.ckpt_dir)  # what a kill mid-save left (this run's directory only)
         path = self.ckpt_dir / CHECKPOINT
         if not path.exists():
             self.metrics_path.unlink(missing_ok=True)
-            return 0
-        state = torch.load(path, map_location=self.device, weights_only=False)
+            return 0, []
+        state = self._read_checkpoint(path)
         if state["config_hash"] != self.run["config_hash"]:
             stale = path.with_suffix(".stale")
             os.replace(path, stale)
             print(f"[engine] checkpoint was made under another config; kept as {stale}, starting afresh")
             self.metrics_path.unlink(missing_ok=True)
-            return 0
+            return 0, []
+        step = state["next_step"]
+        rows = self.read_metrics(step, checkpoint=path)  # before touching the model: refuse early
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        step = state["next_step"]
-        if self.metrics_path.exists():  # drop metrics of steps after the checkpoint
-            rows = [r for r in self.metrics_path.read_text().splitlines() if json.loads(r)["step"] < step]
-            self.metrics_path.write_text("".join(r + "\n" for r in rows))
+        self.write_metrics(rows)  # drop metrics of steps after the checkpoint
         print(f"[engine] resumed from checkpoint at step {step}")
-        return step
+        return step, rows
 
     # -- state fixed at the start of a run (made from the initial student, kept on disk) --
     def _fixed(self, name: str, build) -> Any:
         """Computed once from the initial student and stored next to the checkpoints, so a
-        resumed run reuses it instead of recomputing it from a trained student."""
+        resumed run reuses it instead of recomputing it from a trained student. ``train``
+        calls this before it loads a checkpoint, so the student is the initial one here and
+        an unreadable file can be recomputed (it is a deterministic function of the initial
+        student and the config)."""
         path = self.ckpt_dir / f"{name}.json"
         if path.exists():
-            state = json.loads(path.read_text())
-            if state["config_hash"] == self.run["config_hash"]:
-                return state["value"]
+            try:
+                state = json.loads(path.read_text(errors="replace"))
+                if not isinstance(state, dict) or not {"config_hash", "value"} <= state.keys():
+                    raise ValueError("keys config_hash and value expected")
+            except ValueError as e:
+                print(f"[engine] {path} is unreadable ({e}); recomputing it from the initial student")
+            else:
+                if state["config_hash"] == self.run["config_hash"]:
+                    return state["value"]
         value = build()
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"config_hash": self.run["config_hash"], "value": value}))
+        atomic_write_text(path, json.dumps({"config_hash": self.run["config_hash"], "value": value}))
         return value
 
     def prompt_pool(self) -> list[int]:
@@ -321,10 +398,10 @@ class LocalEngine:
 
     def train(self) -> list[dict[str, Any]]:
         cfg = self.cfg
-        start = self.load_checkpoint()
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        # The fixed state first, from the initial student (a checkpoint's weights are loaded next).
         pool = self.prompt_pool()
         fixed = self._fixed("retention_samples", self.retention_samples) if cfg["retention_samples"] else None
+        start, rows = self.load_checkpoint()
         bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"],
                    desc=f"train {self.run['run_name']} seed {self.run['seed']}", mininterval=5)
         for step in bar:
@@ -345,17 +422,31 @@ class LocalEngine:
                 metrics["teacher_token_fraction"] = masked_mean(batch.extras["teacher_token"], mask)
             if "outcome" in batch.extras:
                 metrics["train_accuracy"] = batch.extras["outcome"].mean().item()
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            rows.append(metrics)
+            self.write_metrics(rows)  # before the checkpoint of step + 1 (see save_checkpoint)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", rkl=f"{metrics['reverse_kl']:.3f}", refresh=False)
             if (step + 1) % cfg["checkpoint_every"] == 0 and step + 1 < cfg["steps"]:
                 self.save_checkpoint(step + 1)
-        return [json.loads(r) for r in self.metrics_path.read_text().splitlines()]
+        # The run record counts these rows: exactly one per step, or no record at all.
+        return self.read_metrics(cfg["steps"], exact=True)
 
     def save_model(self, model_dir: Path) -> None:
+        """Weights and tokenizer; the caller writes model.json (the rule's output) after them."""
         model_dir.mkdir(parents=True, exist_ok=True)
         self.student.save_pretrained(model_dir)
         self.tokenizer.save_pretrained(model_dir)
+
+
+def _ranges(steps: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    out: list[str] = []
+    for s in steps:
+        if out and s == last + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{s}"
+        else:
+            out.append(str(s))
+        last = s
+    return ", ".join(out)
 
 
 def sequences_to_device(seqs: Sequences, device: str) -> Sequences:

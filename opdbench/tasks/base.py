@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from opdbench.atomic import atomic_open
 from opdbench.errors import ConfigError, unknown_name_error
 
 
@@ -131,8 +132,7 @@ def get_task(name: str, cfg: dict[str, Any] | None = None) -> Task:
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> str:
     """Write rows and return the sha256 of the bytes written."""
     h = hashlib.sha256()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_open(path) as f:
         for row in rows:
             line = json.dumps(row, sort_keys=True) + "\n"
             h.update(line.encode())
