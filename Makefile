@@ -19,10 +19,13 @@ $(BIN)/.installed-$(TORCH): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q --upgrade pip
 	# Another build installed (same version) would satisfy the pin: remove it first.
 	$(BIN)/pip show torch 2>/dev/null | grep -q '^Version: .*+$(TORCH)$$' || $(BIN)/pip uninstall -q -y torch
-	# The torch index first and PyPI as extra (torch's own requirements, where the index lacks them):
-	# the +$(TORCH) wheel outranks PyPI's same version, a CUDA build on Linux. Where the index is
-	# unreachable, pip warns and takes a local wheel from its configured find-links, if any.
-	$(BIN)/pip install -q -c $(LOCK) --index-url $(TORCH_INDEX) --extra-index-url $(PYPI_INDEX) torch
+	# torch alone from its build's index (its requirements come from PyPI with the rest, at the
+	# lock's versions). Where the index is unreachable pip warns, retries, then takes a local wheel
+	# of its configured find-links if it has one (as on the project's CPU machines); then the check.
+	$(BIN)/pip install -q -c $(LOCK) --no-deps --index-url $(TORCH_INDEX) --extra-index-url $(PYPI_INDEX) torch
+	$(BIN)/python -c "import importlib.metadata as m, platform, sys; v = m.version('torch'); \
+	  sys.exit(None if v.endswith('+$(TORCH)') or platform.system() == 'Darwin' else \
+	  f'torch {v} is not the $(TORCH) build: is $(TORCH_INDEX) reachable?')"
 	$(BIN)/pip install -q -c $(LOCK) -e ".[test,code]"
 	# EvalPlus's sandbox without its API clients (an extra cannot leave them out; pyproject.toml).
 	$(BIN)/pip install -q -c $(LOCK) --no-deps evalplus
