@@ -5,11 +5,13 @@ A config names them by path (``{source: evalplus, path: resources/HumanEvalPlus-
 ``make_data`` depends on every ``resources/`` path of its task, so Snakemake fetches what is
 missing first. EvalPlus's release URLs are those evalplus itself downloads, and
 LiveCodeBench's code_generation_lite files from the hub (``release_v6`` = test.jsonl ... test6.jsonl).
+Each file is pinned twice: by a revision in its URL (a release tag, a hub commit) and by its
+sha256, checked after every download (a tag or a hub file can be replaced under the same name).
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,8 +24,22 @@ RESOURCES_DIR = "resources"
 # template (evalplus.data.utils; importing it would pull in `datasets`).
 EVALPLUS_RELEASES = {"HumanEvalPlus": "v0.1.10", "MbppPlus": "v0.2.0"}
 EVALPLUS_URL = "https://github.com/evalplus/{lower}_release/releases/download/{version}/{name}.jsonl.gz"
-LCB_URL = "https://huggingface.co/datasets/livecodebench/code_generation_lite/resolve/main/{}"
+# The hub commit that has all six files of release_v6 (the dataset's main branch moves).
+LCB_REVISION = "0fe84c3912ea0c4d4a78037083943e8f0c4dd505"
+LCB_URL = f"https://huggingface.co/datasets/livecodebench/code_generation_lite/resolve/{LCB_REVISION}/{{}}"
 LCB_RELEASES = {"release_v1": 1, "release_v2": 2, "release_v3": 3, "release_v4": 4, "release_v5": 5, "release_v6": 6}
+# Not computed here (no network): the EvalPlus assets' sha256 and the hub's LFS sha256 at
+# LCB_REVISION as recorded, identically, by several public projects that pin these files.
+RESOURCE_SHA256 = {
+    "HumanEvalPlus-v0.1.10.jsonl.gz": "272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101",
+    "MbppPlus-v0.2.0.jsonl.gz": "af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63",
+    "livecodebench/test.jsonl": "2bd02b38beb48e8c46b5b9987095d999ff38cd8efc255ea5d58974317c48f63f",
+    "livecodebench/test2.jsonl": "095df7c5daf15f882c51a9deb84085cff1e073495a5dbcf95015a564d485f3a3",
+    "livecodebench/test3.jsonl": "28ed26cc83363ce3f1fe2d5fad9f8393077beb1907b167a31bd3b32f80801b79",
+    "livecodebench/test4.jsonl": "d711138ddaebfcf5f8ec6a4283ee677298c0f5c5d374a235af92aaf0584510da",
+    "livecodebench/test5.jsonl": "7f77571c2a6df0c2a72a3277650309f67e01e0008e18117e624633df53f81214",
+    "livecodebench/test6.jsonl": "bb4c364f71921c4495a6ad15abe1a927350b720009f4933e2e71f8af0f6fd1f5",
+}
 
 
 class ResourceError(RuntimeError):
@@ -63,22 +79,45 @@ def resources_of(data_settings: dict[str, Any]) -> list[str]:
     return sorted(set(files))
 
 
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(name: str, path: str | Path, shown_as: str | Path | None = None) -> None:
+    """Raise ResourceError unless ``path`` has the pinned sha256 of resource ``name``
+    (for a file placed by hand, too); the message names ``shown_as`` (default ``path``)."""
+    expected, got = RESOURCE_SHA256[name], sha256_of(path)
+    if got != expected:
+        raise ResourceError(f"{name} ({shown_as or path}): sha256 mismatch, expected {expected}, got {got} "
+                            f"(the upstream file changed, or the download is truncated or wrong)")
+
+
 def fetch(name: str, dest: str | Path, url: str | None = None, timeout_s: float = 60.0) -> Path:
-    """Download resource ``name`` to ``dest`` (atomically: nothing is left at ``dest`` on failure)."""
+    """Download resource ``name`` to ``dest`` and check its sha256 (atomically: nothing is left
+    at ``dest`` on failure)."""
     urls = resource_urls()
-    if url is None:
-        if name not in urls:
-            raise unknown_name_error("resource", name, urls)
-        url = urls[name]
+    if name not in urls:
+        raise unknown_name_error("resource", name, urls)
+    url = url or urls[name]
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response, open(part, "wb") as f:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    f.write(block)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            raise ResourceError(
+                f"could not fetch {name} from {url} ({e}); where the network is closed, download that URL on a "
+                f"connected machine and place the file at {dest} (its sha256 must be {RESOURCE_SHA256[name]})") from e
+        check_sha256(name, part, shown_as=f"{url} -> {dest}")
+    except ResourceError:
         part.unlink(missing_ok=True)
-        raise ResourceError(f"could not fetch {name} from {url} ({e}); where the network is closed, download it "
-                            f"on a connected machine and place it at {dest}") from e
+        raise
     os.replace(part, dest)
     return dest

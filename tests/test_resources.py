@@ -1,14 +1,18 @@
-"""Paper-scale benchmark files: which ones a config needs, and fetching them (atomic, with
-a clear error where the network is closed)."""
+"""Paper-scale benchmark files: which ones a config needs, and fetching them (pinned by
+revision and sha256, atomic, with a clear error where the network is closed)."""
 import ast
+import hashlib
 import importlib.util
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
 from opdbench.errors import ConfigError
-from opdbench.resources import EVALPLUS_RELEASES, ResourceError, fetch, livecodebench_files, resource_urls, resources_of
+from opdbench import resources
+from opdbench.resources import (EVALPLUS_RELEASES, LCB_REVISION, RESOURCE_SHA256, ResourceError, check_sha256, fetch,
+                                livecodebench_files, resource_urls, resources_of)
 
 from conftest import MICRO_CONFIG, run_snakemake
 
@@ -51,18 +55,55 @@ def test_the_evalplus_releases_are_those_evalplus_reads():
     assert 'releases/download/{version}/{name}{extra}.jsonl.gz' in (root / "utils.py").read_text()
 
 
-def test_fetch_is_atomic_and_says_where_to_place_a_file_it_cannot_reach(tmp_path):
+def test_every_resource_is_pinned_by_a_revision_and_a_sha256():
+    urls = resource_urls()
+    assert set(urls) == set(RESOURCE_SHA256)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in RESOURCE_SHA256.values())
+    for name, url in urls.items():
+        if name.startswith("livecodebench/"):  # a hub commit, not a branch
+            assert url.startswith("https://huggingface.co/datasets/livecodebench/code_generation_lite/resolve/"
+                                  f"{LCB_REVISION}/test"), url
+        else:  # a release tag
+            assert f"/releases/download/{EVALPLUS_RELEASES[name.split('-')[0]]}/" in url, url
+    assert re.fullmatch(r"[0-9a-f]{40}", LCB_REVISION)
+
+
+def test_fetch_checks_the_sha256_and_keeps_nothing_of_a_wrong_file(tmp_path, monkeypatch):
+    src = tmp_path / "src.jsonl"
+    src.write_text('{"task_id": 1}\n')
+    right = hashlib.sha256(src.read_bytes()).hexdigest()
+    dest = tmp_path / "resources" / "livecodebench" / "test.jsonl"
+
+    monkeypatch.setitem(resources.RESOURCE_SHA256, "livecodebench/test.jsonl", "0" * 64)
+    with pytest.raises(ResourceError) as e:
+        fetch("livecodebench/test.jsonl", dest, url=src.as_uri())
+    assert f"livecodebench/test.jsonl ({src.as_uri()} -> {dest}): sha256 mismatch, expected {'0' * 64}, got {right}" in str(e.value)
+    assert list(dest.parent.iterdir()) == []  # neither the file nor its .part
+
+    monkeypatch.setitem(resources.RESOURCE_SHA256, "livecodebench/test.jsonl", right)
+    assert fetch("livecodebench/test.jsonl", dest, url=src.as_uri()).read_text() == src.read_text()
+    check_sha256("livecodebench/test.jsonl", dest)  # a file placed by hand is checked the same way
+    dest.write_text("changed\n")
+    with pytest.raises(ResourceError, match=f"expected {right}, got {hashlib.sha256(b'changed' + bytes([10])).hexdigest()}"):
+        check_sha256("livecodebench/test.jsonl", dest)
+
+
+def test_fetch_is_atomic_and_says_where_to_place_a_file_it_cannot_reach(tmp_path, monkeypatch):
     src = tmp_path / "src.jsonl"
     src.write_text('{"task_id": 1}\n')
     dest = tmp_path / "resources" / "livecodebench" / "test.jsonl"
+    monkeypatch.setitem(resources.RESOURCE_SHA256, "livecodebench/test.jsonl", hashlib.sha256(src.read_bytes()).hexdigest())
     assert fetch("livecodebench/test.jsonl", dest, url=src.as_uri()).read_text() == src.read_text()
 
     with socket.socket() as s:  # a port nobody listens on: the connection is refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     dest = tmp_path / "resources" / "HumanEvalPlus-v0.1.10.jsonl.gz"
-    with pytest.raises(ResourceError, match=f"place it at {dest}"):
+    with pytest.raises(ResourceError, match=re.escape(
+            f"could not fetch HumanEvalPlus-v0.1.10.jsonl.gz from http://127.0.0.1:{port}/x (")) as e:
         fetch("HumanEvalPlus-v0.1.10.jsonl.gz", dest, url=f"http://127.0.0.1:{port}/x", timeout_s=5)
+    assert (f"place the file at {dest} (its sha256 must be "
+            f"{RESOURCE_SHA256['HumanEvalPlus-v0.1.10.jsonl.gz']})") in str(e.value)
     assert list(dest.parent.iterdir()) == [dest.parent / "livecodebench"]  # no partial file
 
 

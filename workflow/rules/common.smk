@@ -17,7 +17,9 @@ except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
 RESULTS = f"results/{config['experiment']}"
-ENV = "../../envs/opdbench.yaml"
+# The rules' conda env (--sdm conda): torch's CPU build, or OPDBENCH_TORCH=<build> (e.g. cu130) on a GPU node.
+_TORCH = os.environ.get("OPDBENCH_TORCH", "cpu")
+ENV = "../../envs/opdbench.yaml" if _TORCH == "cpu" else f"../../envs/opdbench-{_TORCH}.yaml"
 RUNS = list(config["methods"])  # method names and variant names
 SEEDS = [int(s) for s in config["seeds"]]
 
