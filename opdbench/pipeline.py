@@ -98,19 +98,58 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
     run = resolve_run(config, task_name, run_name, seed, methods_dir)
     if run["train"]["engine"] != "local":
         raise ConfigError(f"engine '{run['train']['engine']}' is not available; valid: local")
-    method = get_method_class(run["method"], methods_dir)(run["hparams"], run["train"], seed)
-    rows = read_jsonl(Path(data_dir) / "train.jsonl")
-    engine = LocalEngine(run, load_task(config, task_name), rows, str(student), str(teacher), method, out_dir,
-                         device=run["train"]["device"])
-    t0 = time.time()
-    history = engine.train()  # exactly one metrics row per step, or an error
     model_dir = out_dir / "model"  # weights, then model.json and run.json (atomic): see build_model
-    engine.save_model(model_dir)
+    finished = _finished_before(out_dir, model_dir, run)
+    if finished is not None:
+        # Snakemake removed the outputs of a run that had finished (a Ctrl-C while it ended
+        # marks the job incomplete): its weights and log are intact, so only the records are written.
+        print(f"[train] this run finished before with the same config and code ({out_dir / FINISHED}); "
+              "its weights are intact, writing its records without retraining")
+        steps, train_seconds = finished["steps"], finished["train_seconds"]
+    else:
+        method = get_method_class(run["method"], methods_dir)(run["hparams"], run["train"], seed)
+        rows = read_jsonl(Path(data_dir) / "train.jsonl")
+        engine = LocalEngine(run, load_task(config, task_name), rows, str(student), str(teacher), method, out_dir,
+                             device=run["train"]["device"])
+        t0 = time.time()
+        steps = len(engine.train())  # exactly one metrics row per step, or an error
+        engine.save_model(model_dir)
+        train_seconds = time.time() - t0
+        write_json(out_dir / FINISHED, {"config_hash": run["config_hash"], "steps": steps,
+                                        "train_seconds": train_seconds, "model_files": _model_files_hash(model_dir)})
     info = stamp(run=run, config_hash=run["config_hash"], diff_from_base=run["diff_from_base"],
-                 dataset_hash=dataset_hash(data_dir), train_seconds=time.time() - t0, steps=len(history))
+                 dataset_hash=dataset_hash(data_dir), train_seconds=train_seconds, steps=steps)
     write_manifest(model_dir, ".", **info)
     write_json(out_dir / "run.json", info)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the run is complete
+
+
+FINISHED = "finished.json"  # beside run.json, not a rule output: Snakemake does not remove it
+
+
+def _model_files_hash(model_dir: Path) -> str:
+    """sha256 over the saved model's files (weights, config, tokenizer), model.json excepted."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.iterdir() if p.is_file() and p.name != "model.json"):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _finished_before(out_dir: Path, model_dir: Path, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of an earlier, complete run of exactly this config and code whose model
+    files are still intact, else None (then the run trains, resuming from its checkpoint)."""
+    try:
+        record = json.loads((out_dir / FINISHED).read_text())
+        metrics = (out_dir / "metrics.jsonl").read_text().splitlines()
+        if (record["config_hash"] == run["config_hash"] and len(metrics) == record["steps"] == run["train"]["steps"]
+                and record["model_files"] == _model_files_hash(model_dir)):
+            return record
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 # -- evaluation ------------------------------------------------------------------------

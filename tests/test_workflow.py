@@ -221,6 +221,15 @@ def test_killed_training_resumes_from_checkpoint(micro_workflow):
     assert _comparable(run_dir / "metrics.jsonl") == resumed_metrics
     assert (run_dir / "model" / "model.safetensors").read_bytes() == resumed_weights
 
+    # A finished run whose outputs Snakemake removed (a Ctrl-C as it ended marks the job
+    # incomplete; --force does the same) writes its records again without retraining.
+    metrics_before = (run_dir / "metrics.jsonl").read_bytes()
+    run_snakemake(workdir, target, "--force", configfiles=configs)
+    log = (micro_workflow / "logs/train/math_tropd_seed7.log").read_text()
+    assert "this run finished before with the same config and code" in log and "train tropd" not in log, log
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics_before and (run_dir / "run.json").exists()
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == resumed_weights
+
 
 PLUGIN = '''
 from opdbench.blocks import log_ratio_credit
