@@ -139,6 +139,10 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
                 message = first_schema_error(TASKS[task].generator_schema, spec["generator"], prefix)
                 if message:
                     raise ConfigError(message)
+        gate = settings.get("gate")
+        if gate and gate["benchmark"] not in data["benchmarks"]:
+            raise ConfigError(f"config key 'task_settings.{task}.gate.benchmark': "
+                              f"{unknown_name_error('benchmark', gate['benchmark'], data['benchmarks'])}")
         for role in ("teacher", "student"):
             check_model_source(settings[role]["source"], ("task_settings", task, role, "source"))
             writer = settings[role].get("sft", {}).get("writer")

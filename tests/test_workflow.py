@@ -122,9 +122,9 @@ def test_lint_and_dry_run(tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     jobs = _planned_jobs(run_snakemake(tmp_path, "-n").stdout)
     # 2 tasks; 2 roles; 6 methods x 2 seeds; (6 methods + 2 base models) x 2 seeds evaluated per task.
-    assert jobs == {"make_data": 2, "tokenizer": 2, "model": 4, "train": 24, "evaluate": 32, "training_curves": 2,
-                    "leaderboard": 1, "test_time_scaling": 2, "leaderboard_deltas": 1, "paper_tables": 1,
-                    "all": 1}, jobs
+    assert jobs == {"make_data": 2, "tokenizer": 2, "model": 4, "quality_gate": 2, "train": 24, "evaluate": 32,
+                    "training_curves": 2, "leaderboard": 1, "test_time_scaling": 2, "leaderboard_deltas": 1,
+                    "paper_tables": 1, "all": 1}, jobs
 
 
 def _planned_jobs(dry_run_stdout: str) -> dict[str, int]:
@@ -144,13 +144,14 @@ def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
     jobs = _planned_jobs(dry.stdout)
     assert "Params have changed" in dry.stdout
     # 1 model; 6 methods x 2 seeds of training; their 12 evaluations + the base student's 2.
-    assert jobs == {"model": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "training_curves": 1,
-                    "test_time_scaling": 1, "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
-    # A sandbox limit: only the code evaluations, no training.
+    assert jobs == {"model": 1, "quality_gate": 1, "train": 12, "evaluate": 14, "leaderboard": 1,
+                    "training_curves": 1, "test_time_scaling": 1, "leaderboard_deltas": 1, "paper_tables": 1,
+                    "all": 1}, jobs
+    # A sandbox limit: only the code evaluations (and the gate that reads two of them), no training.
     edit.write_text("task_settings: {code: {sandbox: {time_limit_s: 3.0}}}\n")
     jobs = _planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
-    assert jobs == {"evaluate": 16, "test_time_scaling": 1, "leaderboard": 1, "leaderboard_deltas": 1,
-                    "paper_tables": 1, "all": 1}, jobs
+    assert jobs == {"evaluate": 16, "quality_gate": 1, "test_time_scaling": 1, "leaderboard": 1,
+                    "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
 
 
 def test_misspelled_method_stops_the_workflow_at_start(tmp_path):

@@ -31,3 +31,21 @@ rule model:
         ENV
     script:
         "../scripts/build_model.py"
+
+
+rule quality_gate:
+    """The base teacher and student meet the task's expectation (task_settings.<task>.gate)
+    on their evaluation of seed 0 before any method is trained from them."""
+    input:
+        teacher=f"{RESULTS}/eval/{{task}}/base/teacher/seed{SEEDS[0]}/metrics.json",
+        student=f"{RESULTS}/eval/{{task}}/base/student/seed{SEEDS[0]}/metrics.json",
+    output:
+        f"{RESULTS}/models/{{task}}/quality_gate.json",
+    log:
+        f"{RESULTS}/logs/models/{{task}}_quality_gate.log",
+    params:
+        gate=lambda wildcards: config["task_settings"][wildcards.task].get("gate") or {},
+    conda:
+        ENV
+    script:
+        "../scripts/quality_gate.py"

@@ -1,0 +1,57 @@
+"""The base models' quality gate: before any method distils a teacher into a student, the
+task's held-out scores of both (evaluation seed 0, as the leaderboard computes them) must
+meet the config's expectation, ``task_settings.<task>.gate``:
+
+    gate: {benchmark: code_id, min_teacher: 50, min_margin: 30}
+
+``min_teacher``: the teacher's Avg@N at least this (percent); ``min_margin``: the teacher at
+least this many points above the student. A model that came out broken (an SFT that
+diverged, a swapped or stale model file) then stops the workflow with one message, instead
+of letting every training run distil from it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from opdbench.errors import ConfigError
+
+
+class QualityGateError(RuntimeError):
+    """The base models fail the gate; the message names the task, the scores and the key."""
+
+
+def _avg(metrics: dict[str, Any], benchmark: str, where: Path) -> float:
+    n = metrics["decoding"]["n_samples"]
+    if benchmark not in metrics["benchmarks"]:
+        raise ConfigError(f"gate benchmark '{benchmark}' is not a benchmark of the task; valid: "
+                          f"{', '.join(sorted(metrics['benchmarks']))} ({where})")
+    return 100.0 * metrics["benchmarks"][benchmark][f"avg@{n}"]
+
+
+def check_base_models(task: str, spec: dict[str, Any], teacher_metrics: str | Path,
+                      student_metrics: str | Path) -> dict[str, Any]:
+    """The gate's record (scores, thresholds, passed); raises QualityGateError on a failure."""
+    teacher = json.loads(Path(teacher_metrics).read_text())
+    student = json.loads(Path(student_metrics).read_text())
+    record: dict[str, Any] = {"task": task, "gate": spec, "passed": True}
+    if not spec:
+        return record
+    bench = spec["benchmark"]
+    t, s = _avg(teacher, bench, Path(teacher_metrics)), _avg(student, bench, Path(student_metrics))
+    n = teacher["decoding"]["n_samples"]
+    record.update(teacher=t, student=s, margin=t - s, samples_per_problem=n)
+    failures = []
+    if "min_teacher" in spec and t < spec["min_teacher"]:
+        failures.append(f"the teacher scores {t:.1f}, below min_teacher {spec['min_teacher']}")
+    if "min_margin" in spec and t - s < spec["min_margin"]:
+        failures.append(f"the teacher is {t - s:+.1f} points from the student ({t:.1f} against {s:.1f}), "
+                        f"below min_margin {spec['min_margin']}")
+    if failures:
+        raise QualityGateError(
+            f"the base models of task '{task}' fail the quality gate (task_settings.{task}.gate) on {bench} "
+            f"Avg@{n}, evaluation seed 0: {'; '.join(failures)}. No method is trained from them. Check the "
+            f"models' SFT (sft_curve in their model.json) and the evaluations {teacher_metrics} and "
+            f"{student_metrics}; to run anyway, lower or remove the gate.")
+    return record
