@@ -314,11 +314,11 @@ def test_root_home_is_hidden_but_the_interpreter_is_not():
 # -- reward hacking: the code tries to fake a pass --------------------------------------------
 # Each attack is scored wrong, within its time limit, the checker carries on (a correct
 # solution still passes afterwards), and no sandbox process or cgroup is left.
-SECRET = "opdbench-secret-"  # expected outputs start with it; the code searches for it
-
-
-def _secret() -> str:
-    return SECRET + str(int.from_bytes(os.urandom(6), "big"))
+def _secret() -> tuple[str, str]:
+    """A prefix the attacking code searches for (new for each test, so that secrets of other
+    tests left in this process's memory do not match), and an expected output that has it."""
+    prefix = f"opdbench-secret-{int.from_bytes(os.urandom(4), 'big')}-"
+    return prefix, prefix + str(int.from_bytes(os.urandom(6), "big"))
 
 
 def _our_cgroups() -> list[str]:
@@ -381,7 +381,7 @@ def test_subclasses_of_builtin_types_are_wrong(value):
 
 
 SEARCH = '''
-SECRET = "opdbench-secret-"
+SECRET = "PREFIX"
 def find(obj, depth=0):
     if isinstance(obj, str) and obj.startswith(SECRET) and obj != SECRET:
         return obj
@@ -417,7 +417,8 @@ def f(a, b):
 
 @pytest.mark.parametrize("search", [FRAMES, GC], ids=["frames", "gc"])
 def test_expected_outputs_are_not_in_the_sandboxs_memory(search):
-    secret = _secret()
+    prefix, secret = _secret()
+    search = search.replace("PREFIX", prefix)
     namespace = {}
     exec("import sys, gc\n" + search, namespace)
 
@@ -430,7 +431,7 @@ def test_expected_outputs_are_not_in_the_sandboxs_memory(search):
 
 def test_expected_outputs_are_not_sent_to_the_runner(monkeypatch):
     """Nothing the zygote (whose memory the child copies) receives holds an expected output."""
-    secret = _secret()
+    _, secret = _secret()
     sent = []
     real = code_exec._send_message
     monkeypatch.setattr(code_exec, "_send_message", lambda sock, obj, fd=None: (sent.append(obj), real(sock, obj, fd)))
@@ -443,13 +444,14 @@ def test_expected_outputs_are_not_sent_to_the_runner(monkeypatch):
 
 PROC = '''
 def grep(data):
-    i = data.find(b"opdbench-secret-")
+    prefix = b"PREFIX"
+    i = data.find(prefix)
     while i >= 0:
-        tail = data[i + 16:i + 40]
+        tail = data[i + len(prefix):i + len(prefix) + 24]
         digits = tail[:len(tail) - len(tail.lstrip(b"0123456789"))]
         if digits:
-            return (b"opdbench-secret-" + digits).decode()
-        i = data.find(b"opdbench-secret-", i + 1)
+            return (prefix + digits).decode()
+        i = data.find(prefix, i + 1)
 def f(a, b):
     pids = [p for p in os.listdir("/proc") if p.isdigit()] + [str(os.getppid())]
     for pid in pids:
@@ -479,10 +481,10 @@ def f(a, b):
 
 
 def test_reading_the_callers_memory_and_proc_files():
-    secret = _secret()
+    prefix, secret = _secret()
     os.environ["OPDBENCH_LEAK"] = secret  # in this process's memory (its initial environ block is older)
     try:
-        attack(PROC, expected=(secret,), limit=3.0)
+        attack(PROC.replace("PREFIX", prefix), expected=(secret,), limit=3.0)
     finally:
         del os.environ["OPDBENCH_LEAK"]
 
@@ -605,7 +607,7 @@ def f(a, b):
 
 
 def test_reading_the_runs_evaluation_data(tmp_path, sentinel):
-    secret = _secret()
+    _, secret = _secret()
     local = tmp_path / "results" / "run" / "eval.jsonl"
     local.parent.mkdir(parents=True)
     local.write_text(secret)
