@@ -353,7 +353,15 @@ def _template_root(visible: tuple) -> str | None:
     instead of a dozen mounts per check. None where it is refused."""
     if os.getuid() != 0:
         return None
-    mnt = tempfile.mkdtemp(prefix="opdbench-root-")
+    tmp = tempfile.gettempdir()
+    for entry in os.listdir(tmp):  # empty mount points of runners that were killed
+        m = re.fullmatch(r"opdbench-root-(\d+)-\w+", entry)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            try:
+                os.rmdir(os.path.join(tmp, entry))
+            except OSError:
+                pass
+    mnt = tempfile.mkdtemp(prefix=f"opdbench-root-{os.getpid()}-")
     if _libc.unshare(CLONE_NEWNS) != 0:
         os.rmdir(mnt)
         return None
