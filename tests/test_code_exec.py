@@ -2,12 +2,16 @@
 process carries on, and nothing outside the sandbox changes. Every test runs twice: with the
 sandbox's child forked by a zygote (the default) and by the test process itself (the
 fallback where no zygote can start)."""
+import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +73,8 @@ def test_runaway_code_fails_in_time(body):
     "def f(a, b):\n    while True:\n        os.fork()",
     "def f(a, b):\n    while True:\n        subprocess.Popen(['sleep', '100'])",
     "import _posixsubprocess\ndef f(a, b):\n    while True:\n        os.posix_spawn('/bin/sleep', ['sleep', '100'], {})",
+    f"def f(a, b):\n    while True:\n        os.posix_spawn({os.path.realpath(sys.executable)!r}, ['python', '-S', '-c', "
+    f"'import time; time.sleep(100)'], {{}})",
     "import multiprocessing\ndef f(a, b):\n    ps = [multiprocessing.Process(target=time.sleep, args=(100,)) for _ in range(1000)]\n"
     "    [p.start() for p in ps]\n    return 3",
 ])
@@ -79,12 +85,37 @@ def test_fork_bomb(body):
     assert not _live_sandbox_processes(), "a sandbox process survived"
 
 
+def _ours(pid: str) -> bool:
+    """Whether a process belongs to this test process's checks (other sessions on the machine
+    run sandboxes as nobody too): a descendant of this process, or a member of a cgroup of
+    one of its runners (which a process of nobody cannot leave)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            for runner in re.findall(r"opdbench-(\d+)-\d+", fh.read()):
+                if not os.path.exists(f"/proc/{runner}") or _parent(runner) == os.getpid():
+                    return True
+        while pid not in ("0", "1"):
+            pid = str(_parent(pid))
+            if pid == str(os.getpid()):
+                return True
+    except (OSError, IndexError, ValueError):
+        pass
+    return False
+
+
+def _parent(pid) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
 def _live_sandbox_processes() -> list[str]:
-    """Processes of the sandbox's user (nobody) that are not zombies awaiting their reaper."""
+    """Processes of the sandbox's user (nobody) of this test process's checks that are not
+    zombies awaiting their reaper."""
     live = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.stat(f"/proc/{pid}").st_uid == 65534 and open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z":
+            if os.stat(f"/proc/{pid}").st_uid == 65534 and open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z" \
+                    and _ours(pid):
                 live.append(pid)
         except (FileNotFoundError, ProcessLookupError, IndexError):
             pass
@@ -218,8 +249,10 @@ def _processes_with(marker: str) -> list[str]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a PID namespace (root): detached processes outlive the check")
 def test_background_processes_die_with_the_check():
     # posix_spawn survives EvalPlus's guard; setsid takes the process out of the check's group.
-    marker = "31.41592"
-    result, _ = run(f"def f(a, b):\n    os.posix_spawn('/bin/sleep', ['sleep', '{marker}'], {{}}, setsid=True)\n"
+    # Only the interpreter is visible in the sandbox (no /bin/sleep): it spawns that.
+    marker = "import time; time.sleep(31.41592)"
+    python = os.path.realpath(sys.executable)
+    result, _ = run(f"def f(a, b):\n    os.posix_spawn({python!r}, ['python', '-S', '-c', {marker!r}], {{}}, setsid=True)\n"
                     f"    return a + b")
     survivors = _processes_with(marker)
     for pid in survivors:
@@ -281,11 +314,14 @@ def test_oversized_write_fails_the_write_not_the_check():
     os.geteuid() != 0, reason="past the Python guard only the mount namespace (root) refuses it"))])
 @pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "/dev/shm"])
 def test_world_writable_directories_are_out_of_reach(directory, opener):
+    """As root the sandbox has a /tmp of its own (a tmpfs that goes with it), and no /var/tmp
+    or /dev/shm; elsewhere the write is refused. Either way nothing appears outside."""
     path = f"{directory}/opdbench-pwned-{os.getpid()}"
     try:
         result, _ = run(f"import posix\ndef f(a, b):\n    os.close({opener}({path!r}, os.O_WRONLY | os.O_CREAT))\n"
                         f"    return a + b")
-        assert not result.passed and not os.path.exists(path)
+        assert not os.path.exists(path)
+        assert not result.passed or (directory == "/tmp" and os.geteuid() == 0)
     finally:
         if os.path.exists(path):
             os.unlink(path)
@@ -299,3 +335,430 @@ def test_root_home_is_hidden_but_the_interpreter_is_not():
         assert not check_function(code, "f", [[files[0]]], [os.path.getsize(files[0])]).passed
     colorsys = os.path.join(os.path.dirname(os.__file__), "colorsys.py")  # beyond the preloaded modules
     assert check_function(code, "f", [[colorsys]], [os.path.getsize(colorsys)]).passed
+
+
+# -- reward hacking: the code tries to fake a pass --------------------------------------------
+# Each attack is scored wrong, within its time limit, the checker carries on (a correct
+# solution still passes afterwards), and no sandbox process or cgroup is left.
+def _secret() -> tuple[str, str]:
+    """A prefix the attacking code searches for (new for each test, so that secrets of other
+    tests left in this process's memory do not match), and an expected output that has it."""
+    prefix = f"opdbench-secret-{int.from_bytes(os.urandom(4), 'big')}-"
+    return prefix, prefix + str(int.from_bytes(os.urandom(6), "big"))
+
+
+def _our_cgroups() -> list[str]:
+    """Cgroups made by runners of this process (named opdbench-<runner pid>-<n>) or by runners
+    that are gone: none may outlive its check."""
+    left = []
+    for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+        try:
+            with open("/proc/self/cgroup") as fh:
+                paths = [line.strip().split(":", 2)[2] for line in fh]
+        except OSError:
+            return left
+        for rel in set(paths):
+            base = hierarchy + rel.rstrip("/")
+            if not os.path.isdir(base):
+                continue
+            for entry in os.listdir(base):
+                if entry.startswith("opdbench-"):
+                    runner = entry.split("-")[1]
+                    try:
+                        with open(f"/proc/{runner}/stat") as fh:
+                            ours = fh.read().rsplit(")", 1)[1].split()[1] == str(os.getpid())
+                    except OSError:
+                        ours = True  # its runner is gone
+                    if ours:
+                        left.append(f"{base}/{entry}")
+    return left
+
+
+def attack(body: str, expected=(3,), inputs=((1, 2),), limit: float = LIMIT, memory_mb: int = 512, **kwargs):
+    code = "import os, sys, io, gc, time, signal, socket, struct, json, posix\n" + body
+    t0 = time.time()
+    result = check_function(code, "f", [list(i) for i in inputs], list(expected), time_limit_s=limit,
+                            memory_bytes=memory_mb << 20, **kwargs)
+    seconds = time.time() - t0
+    assert not result.passed, "the attack passed"
+    startup = 0 if code_exec.USE_ZYGOTE else 5  # the fallback's fresh runner starts before the clock does
+    assert seconds < len(inputs) * limit + code_exec.STARTUP_S + 3 + startup, f"took {seconds:.1f} s"
+    for _ in range(40):  # processes killed with the check may take a moment to be reaped
+        if not _live_sandbox_processes():
+            break
+        time.sleep(0.05)
+    assert not _live_sandbox_processes(), "a sandbox process survived"
+    assert not _our_cgroups(), "a cgroup was left behind"
+    assert check_function("def f(a, b):\n    return a + b", "f", [[1, 2]], [3]).passed  # the checker carries on
+    return result, seconds
+
+
+def test_an_object_equal_to_everything_is_wrong():
+    attack("class Always:\n    def __eq__(self, other):\n        return True\n    def __ne__(self, other):\n"
+           "        return False\n    __hash__ = object.__hash__\ndef f(a, b):\n    return Always()")
+
+
+@pytest.mark.parametrize("value", ["Int(a + b)", "Str('3')", "[Int(3)]", "{'k': Int(3)}"])
+def test_subclasses_of_builtin_types_are_wrong(value):
+    """An int subclass with the right value (and its own __eq__/__repr__) is not plain data."""
+    expected = {"Int(a + b)": 3, "Str('3')": "3", "[Int(3)]": [3], "{'k': Int(3)}": {"k": 3}}[value]
+    attack("class Int(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+           "class Str(str):\n    pass\n"
+           f"def f(a, b):\n    return {value}", expected=(expected,))
+
+
+SEARCH = '''
+SECRET = "PREFIX"
+def find(obj, depth=0):
+    if isinstance(obj, str) and obj.startswith(SECRET) and obj != SECRET:
+        return obj
+    if depth < 4 and isinstance(obj, (list, tuple, set, dict)):
+        for v in (list(obj.values()) + list(obj.keys()) if isinstance(obj, dict) else obj):
+            r = find(v, depth + 1)
+            if r:
+                return r
+'''
+FRAMES = SEARCH + '''
+import inspect
+def f(a, b):
+    frame = sys._getframe()
+    while frame is not None:
+        for scope in (frame.f_locals, frame.f_globals):
+            r = find(dict(scope))
+            if r:
+                return r
+        frame = frame.f_back
+    for info in inspect.stack():
+        r = find(dict(info.frame.f_locals))
+        if r:
+            return r
+'''
+GC = SEARCH + '''
+def f(a, b):
+    for obj in gc.get_objects():
+        r = find(obj, 3)
+        if r:
+            return r
+'''
+
+
+@pytest.mark.parametrize("search", [FRAMES, GC], ids=["frames", "gc"])
+def test_expected_outputs_are_not_in_the_sandboxs_memory(search):
+    prefix, secret = _secret()
+    search = search.replace("PREFIX", prefix)
+    namespace = {}
+    exec("import sys, gc\n" + search, namespace)
+
+    def caller(expected):  # the attack works where the expected outputs are in memory
+        return namespace["f"](1, 2)
+
+    assert caller([secret]) == secret
+    attack(search, expected=(secret,))
+
+
+def test_expected_outputs_are_not_sent_to_the_runner(monkeypatch):
+    """Nothing the zygote (whose memory the child copies) receives holds an expected output."""
+    _, secret = _secret()
+    sent = []
+    real = code_exec._send_message
+    monkeypatch.setattr(code_exec, "_send_message", lambda sock, obj, fd=None: (sent.append(obj), real(sock, obj, fd)))
+    assert check_function("def f(a, b):\n    return 0", "f", [[1, 2]], [secret]).status == "fail"
+    assert sent and secret not in repr(sent)
+    problem = {"tests": {"kind": "stdio", "cases": [["1\n", secret]]}}
+    assert not code_exec.check_problem("print(input())", problem).passed
+    assert secret not in repr(sent)
+
+
+PROC = '''
+def grep(data):
+    prefix = b"PREFIX"
+    i = data.find(prefix)
+    while i >= 0:
+        tail = data[i + len(prefix):i + len(prefix) + 24]
+        digits = tail[:len(tail) - len(tail.lstrip(b"0123456789"))]
+        if digits:
+            return (prefix + digits).decode()
+        i = data.find(prefix, i + 1)
+def f(a, b):
+    pids = [p for p in os.listdir("/proc") if p.isdigit()] + [str(os.getppid())]
+    for pid in pids:
+        for name in ("cmdline", "environ"):
+            try:
+                with io.open(f"/proc/{pid}/{name}", "rb") as fh:
+                    r = grep(fh.read())
+                    if r:
+                        return r
+            except OSError:
+                pass
+        try:
+            with io.open(f"/proc/{pid}/maps") as fh, io.open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+                for line in fh:
+                    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                    if "r" in line.split()[1] and hi - lo < 8 << 20:
+                        try:
+                            mem.seek(lo)
+                            r = grep(mem.read(hi - lo))
+                            if r:
+                                return r
+                        except (OSError, ValueError, OverflowError):
+                            pass
+        except OSError:
+            pass
+'''
+
+
+def test_reading_the_callers_memory_and_proc_files():
+    prefix, secret = _secret()
+    os.environ["OPDBENCH_LEAK"] = secret  # in this process's memory (its initial environ block is older)
+    try:
+        attack(PROC.replace("PREFIX", prefix), expected=(secret,), limit=3.0)
+    finally:
+        del os.environ["OPDBENCH_LEAK"]
+
+
+FORGE = '''
+def frame(message):
+    data = json.dumps(message).encode()
+    return struct.pack(">I", len(data)) + data
+def f(a, b):
+    fake = b"".join(frame(m) for m in (["r", "pass"], ["pass"], ["h", ["pass"]], {"status": "pass"}, ["r", True]))
+    for fd in range(3, 256):
+        try:
+            os.write(fd, fake)
+        except OSError:
+            pass
+    for obj in gc.get_objects():  # any shared status value it can find
+        if hasattr(obj, "value") and not isinstance(obj, type):
+            try:
+                obj.value = 0
+            except Exception:
+                pass
+    os._exit(0)
+'''
+
+
+@pytest.mark.parametrize("inputs, expected", [(((1, 2),), (3,)), (((1, 2), (2, 2), (3, 3)), (3, 4, 6))])
+def test_forged_messages_and_verdicts_are_wrong(inputs, expected):
+    """Whatever the code writes to the result pipe is an output claim, never a verdict."""
+    attack(FORGE, expected=expected, inputs=inputs)
+
+
+def test_garbage_on_the_result_pipe_fails_in_time():
+    attack("def f(a, b):\n    for fd in range(3, 64):\n        try:\n            os.write(fd, b'\\xff' * 8)\n"
+           "        except OSError:\n            pass\n    time.sleep(60)")
+
+
+def test_holding_the_checkers_locks():
+    attack('''
+import threading, fcntl
+def f(a, b):
+    held = []
+    for obj in gc.get_objects():
+        acquire = getattr(obj, "acquire", None)
+        if callable(acquire) and not isinstance(obj, type):
+            try:
+                if acquire(False):
+                    held.append(obj)
+            except Exception:
+                pass
+    for fd in range(64):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
+    time.sleep(60)
+''')
+
+
+def test_patching_the_comparison():
+    """The comparison runs outside the sandbox: patching numpy, math or the checker inside
+    changes nothing."""
+    code = '''
+import math, numpy
+numpy.allclose = numpy.isclose = lambda *a, **k: True
+math.isclose = lambda *a, **k: True
+for name, module in list(sys.modules.items()):
+    if module is not None and name.startswith(("opdbench", "evalplus")):
+        for attr in ("_compare", "_same_stdout", "is_floats", "_verdict"):
+            if hasattr(module, attr):
+                setattr(module, attr, lambda *a, **k: [True] * 10)
+def f(a, b):
+    return 0.5
+'''
+    attack(code, expected=(1 / 3,), atol=1e-6)
+    assert check_function("def f(a, b):\n    return 0.5", "f", [[1, 2]], [1 / 3], atol=1e-6).status == "fail"
+
+
+def test_cancelling_the_timer_and_sleeping():
+    result, seconds = attack("def f(a, b):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n"
+                             "    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n    time.sleep(30)\n    return a + b")
+    assert result.status == "timeout"
+
+
+def test_each_input_has_its_own_deadline():
+    """Quick first inputs do not lend their unused time to a slow later one."""
+    code = "def f(a, b):\n    time.sleep(0.8 if a == 3 else 0)\n    return a + b"
+    result, _ = attack(code, expected=(3, 3, 7), inputs=((1, 2), (2, 1), (3, 4)), limit=0.5)
+    assert result.status == "timeout" and result.details == [True, True, False]
+
+
+def test_connecting_to_unix_sockets(tmp_path):
+    path = str(tmp_path / "listen.sock")
+    abstract = f"\0opdbench-test-{os.getpid()}"
+    servers = []
+    for address in (path, abstract):
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(address)
+        server.listen(1)
+        server.settimeout(0.2)
+        servers.append(server)
+    try:
+        attack(f'''
+def f(a, b):
+    connected = []
+    for address in ({path!r}, {abstract!r}):
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(address)
+            connected.append(address)
+        except OSError:
+            pass
+    return len(connected)
+''', expected=(2,))
+        for server in servers:
+            with pytest.raises(socket.timeout):
+                server.accept()
+    finally:
+        for server in servers:
+            server.close()
+
+
+def test_reading_the_runs_evaluation_data(tmp_path, sentinel):
+    _, secret = _secret()
+    local = tmp_path / "results" / "run" / "eval.jsonl"
+    local.parent.mkdir(parents=True)
+    local.write_text(secret)
+    shared = f"/tmp/opdbench-data-{os.getpid()}.jsonl"
+    with open(shared, "w") as fh:
+        fh.write(secret)
+    readme = Path(code_exec.__file__).resolve().parents[2] / "README.md"
+    try:
+        for path, expected in ((local, secret), (shared, secret), (readme, readme.read_text()[:100])):
+            attack(f"def f(a, b):\n    with io.open({str(path)!r}) as fh:\n        return fh.read()[:100]",
+                   expected=(expected,))
+        assert open(shared).read() == secret and local.read_text() == secret
+    finally:
+        os.unlink(shared)
+
+
+needs_cgroup = pytest.mark.skipif(not code_exec._Cgroups().available,
+                                  reason="the total across processes is bounded only by a cgroup")
+
+
+@needs_cgroup
+def test_children_that_each_allocate():
+    """Six processes of 200 MB each: together over the check's 512 MB."""
+    attack('''
+def f(a, b):
+    pids = []
+    for _ in range(6):
+        pid = posix.fork()
+        if pid == 0:
+            x = bytearray(200 << 20)
+            x[::4096] = b"x" * len(x[::4096])
+            time.sleep(1.5)
+            posix._exit(0)
+        pids.append(pid)
+    ok = all(posix.waitpid(pid, 0)[1] == 0 for pid in pids)
+    return a + b if ok else -1
+''', limit=4.0)
+
+
+@needs_cgroup
+def test_filling_memfds():
+    attack('''
+def f(a, b):
+    filled = 0
+    fds = []
+    try:
+        for _ in range(60):
+            fd = os.memfd_create("x")
+            fds.append(fd)
+            for _ in range(16):
+                os.write(fd, b"y" * (1 << 20))
+                filled += 1
+    except OSError:
+        pass
+    return a + b if filled >= 600 else -filled
+''', limit=4.0)
+
+
+@needs_cgroup
+def test_filling_socket_pair_buffers():
+    """Kernel buffers of socket pairs, from 16 processes, count in the check's memory."""
+    attack('''
+def fill():
+    total, pairs = 0, []
+    try:
+        while True:
+            s, t = socket.socketpair()
+            pairs.append((s, t))
+            s.setblocking(False)
+            try:
+                while True:
+                    total += s.send(b"z" * 65536)
+            except BlockingIOError:
+                pass
+    except OSError:
+        pass
+    return total, pairs
+def f(a, b):
+    r, w = os.pipe()
+    for _ in range(16):
+        if posix.fork() == 0:
+            total, pairs = fill()
+            os.write(w, struct.pack("<Q", total))
+            time.sleep(60)
+    got = 0
+    for _ in range(16):
+        got += struct.unpack("<Q", os.read(r, 8))[0]
+    return a + b if got >= 600 << 20 else -got
+''', limit=4.0)
+
+
+@pytest.mark.parametrize("how", [
+    "os.unshare(os.CLONE_NEWUSER)",
+    "os.unshare(os.CLONE_NEWNS | os.CLONE_NEWNET)",
+    "os.posix_spawn('/usr/bin/unshare', ['unshare', '-U', 'true'], {})",
+    "import ctypes\n    assert ctypes.CDLL(None).syscall(56, 0x10000000 | 17, 0, 0, 0, 0) >= 0",  # raw clone
+])
+def test_creating_namespaces(how):
+    attack(f"def f(a, b):\n    {how}\n    return a + b")
+
+
+def test_seccomp_and_no_new_privileges_are_on():
+    if os.uname().machine != "x86_64":
+        pytest.skip("the seccomp filter is x86_64 only")
+    code = ("import io\ndef f():\n    return sorted(l.split()[0] + l.split()[1] for l in io.open('/proc/self/status')"
+            " if l.startswith(('NoNewPrivs', 'Seccomp:')))")
+    assert check_function(code, "f", [[]], [["NoNewPrivs:1", "Seccomp:2"]]).passed
+
+
+def test_the_parser_takes_plain_data_only():
+    decode = code_exec._decode
+    assert decode(b'[1,2.5,"a",true,null,{"t":[1,{"s":[2]}]},{"d":[[{"t":[1]},{"b":"6869"}]]},{"i":"-ff"}]') == \
+        [1, 2.5, "a", True, None, (1, {2}), {(1,): b"hi"}, -255]
+    assert type(decode(b'{"o":0}')) is code_exec._Opaque and decode(b'{"o":0}') != decode(b'{"o":0}')
+    import math
+    assert math.isnan(decode(b"NaN")) and decode(b"-Infinity") == float("-inf")
+    for bad in (b'{"x":1}', b'{"t":1}', b'{"s":[[1]]}', b'{"d":[[1]]}', b'{"t":[],"s":[]}', b"[" * 100000,
+                b"__import__('os')", b'{"i":"1_0"}'):
+        with pytest.raises((ValueError, TypeError, RecursionError)):
+            decode(bad)
+    for value in (3, -(1 << 70), 0.1, float("inf"), "é\ud800", b"\0", (1, [2, {3: (4,)}]), {frozenset({1})}, set(), {}):
+        assert decode(json.dumps(code_exec._encode(value)).encode()) == value
+    assert code_exec._encode(type("Int", (int,), {})(3)) == {"o": 0}
+
+
+def test_an_oversized_message_fails_in_time():
+    attack("def f(a, b):\n    return 'x' * (code_size + 1)\ncode_size = 16 << 20")

@@ -89,8 +89,22 @@ def test_unknown_task_settings_entry_lists_the_tasks():
 
 
 def test_the_configs_sandbox_limits_reach_the_checker():
+    """The config's limits change real verdicts: a correct solution that sleeps 0.6 s per test
+    passes under the config's limits and fails under a lowered time_limit_s; one that holds
+    300 MB passes, and fails under a lowered memory_mb."""
     from opdbench.pipeline import load_task
 
     config = load_yaml(REPO / "config" / "config.yaml")
-    config["task_settings"]["code"]["sandbox"] = {"time_limit_s": 0.5, "memory_mb": 256, "workers": 1}
-    assert load_task(config, "code")._sandbox() == {"time_limit_s": 0.5, "memory_mb": 256, "workers": 1}
+    row = generate_problem(random.Random(3), stages=2, n_tests=2, max_len=4, max_value=9)
+    name = row["entry_point"]
+    wrap = f"```python\n{row['reference']}\nimport time\n_right = {name}\ndef {name}(xs):\n    {{}}\n    return _right(xs)\n```"
+    slow = wrap.format("time.sleep(0.6)")
+    big = wrap.format("held = bytearray(300 << 20)")
+    sandbox = config["task_settings"]["code"]["sandbox"]
+    assert sandbox["time_limit_s"] >= 1.0 and sandbox["memory_mb"] >= 512
+    scores = lambda *codes: [s.correct for s in load_task(config, "code").score_many(codes, [row] * len(codes))]  # noqa: E731
+    assert scores(slow, big) == [True, True]
+    config["task_settings"]["code"]["sandbox"] = {**sandbox, "time_limit_s": 0.3}
+    assert scores(slow) == [False]
+    config["task_settings"]["code"]["sandbox"] = {**sandbox, "memory_mb": 128}
+    assert scores(slow, big) == [True, False]
