@@ -40,7 +40,11 @@ def test_evalplus_file_round_trip(humaneval, tmp_path):
     write_evalplus_jsonl(rows[:5], path)
     loaded = load_evalplus(path, "humaneval")
     assert [p["tests"]["expected"] for p in loaded] == [p["tests"]["expected"] for p in problems[:5]]
-    assert list(tmp_path.glob("HumanEvalPlus.jsonl.expected-*.json"))  # the outputs are cached
+    cache, = tmp_path.glob("HumanEvalPlus.jsonl.expected-*.json")  # the outputs are cached
+    cache.write_text(cache.read_text()[:40])  # half-written (a kill under an older, in-place writer)
+    reloaded = load_evalplus(path, "humaneval")
+    assert [p["tests"]["expected"] for p in reloaded] == [p["tests"]["expected"] for p in problems[:5]]
+    assert json.loads(cache.read_text()).keys() == {r["task_id"] for r in rows[:5]}  # recomputed, whole
     assert [p["task_id"] for p in load_benchmark({"source": "evalplus", "path": str(path), "limit": 2})] == \
         ["HumanEval/0", "HumanEval/1"]
 

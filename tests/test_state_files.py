@@ -240,7 +240,6 @@ EXEMPT = {
     "opdbench/logs.py": "a job's log, appended line by line",
     "opdbench/resources.py": "downloads to <dest>.part and renames (os.replace)",
     "opdbench/tasks/code_exec.py": "the sandbox's pipes",
-    "opdbench/tasks/code_benchmarks.py": "TODO (another engineer's file): the reference-output cache",
 }
 
 

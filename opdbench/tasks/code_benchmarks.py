@@ -27,6 +27,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
+from opdbench.atomic import atomic_open, atomic_write_text
 from opdbench.errors import ConfigError, unknown_name_error
 from opdbench.tasks.base import read_jsonl
 from opdbench.tasks.code_exec import reference_outputs
@@ -93,14 +94,19 @@ def humaneval_from_package() -> list[dict[str, Any]]:
 def write_evalplus_jsonl(rows: list[dict[str, Any]], path: str | Path) -> None:
     """The rows in EvalPlus's HumanEval+ release format (usable as HUMANEVAL_OVERRIDE_PATH)."""
     keys = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol", "contract")
-    with open(path, "w") as f:
+    with atomic_open(path) as f:
         for r in rows:
             f.write(json.dumps({k: r[k] for k in keys}) + "\n")
 
 
 def evalplus_problems(rows: list[dict[str, Any]], dataset: str, cache: Path | None = None) -> list[dict[str, Any]]:
     """Problems from EvalPlus-format rows; expected outputs from the canonical solution."""
-    cached = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+    cached = {}
+    if cache is not None and cache.exists():
+        try:
+            cached = json.loads(cache.read_text())
+        except ValueError:  # unreadable (not written by this version's atomic writer): recomputed
+            print(f"[code] {cache} is unreadable; recomputing the expected outputs")
     problems = []
     for r in rows:
         reference = r["prompt"] + r["canonical_solution"]
@@ -118,7 +124,7 @@ def evalplus_problems(rows: list[dict[str, Any]], dataset: str, cache: Path | No
         })
     if cache is not None:
         try:
-            cache.write_text(json.dumps(cached))
+            atomic_write_text(cache, json.dumps(cached))
         except (TypeError, OSError):  # outputs that JSON cannot hold are recomputed next time
             pass
     return problems
