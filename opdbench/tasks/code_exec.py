@@ -366,6 +366,8 @@ def _template_root(visible: tuple) -> str | None:
         os.rmdir(mnt)
         return None
     binds, links, hidden = visible
+    global _TMP_BINDS  # inherited by the children, which cover /tmp with a fresh tmpfs
+    _TMP_BINDS = [b for b in binds if b.startswith("/tmp/")]
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)  # first: nothing below may reach the host
         _mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
@@ -381,7 +383,7 @@ def _template_root(visible: tuple) -> str | None:
             _mount(path, dest, None, MS_BIND | MS_REC)
         for path in hidden:
             _mount("tmpfs", mnt + path, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
-        os.mkdir(mnt + "/tmp", 0o755)
+        os.makedirs(mnt + "/tmp", 0o755, exist_ok=True)  # exists when the interpreter or numpy lies under /tmp
         os.mkdir(mnt + "/proc", 0o555)
         _mount_setattr(mnt, True, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID)
     except OSError:
@@ -390,11 +392,23 @@ def _template_root(visible: tuple) -> str | None:
     return mnt
 
 
+_TMP_BINDS: list[str] = []  # visible paths under /tmp (a virtual environment there): bound again over the fresh /tmp
+
+
 def _enter_root(mnt: str, own_proc: bool) -> None:
     """In the child: a mount namespace of its own (a copy of the runner's), a fresh
     size-capped /tmp, a /proc of its PID namespace, and the template as its root."""
     _ok(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    kept = [(path, os.open(mnt + path, os.O_PATH)) for path in _TMP_BINDS]  # before /tmp is covered
     _mount("tmpfs", mnt + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={SANDBOX_DIR_BYTES},mode=1777")
+    for path, fd in kept:  # read-only like their source in the template
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(mnt + path, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(mnt + path), exist_ok=True)
+            open(mnt + path, "w").close()
+        _mount(f"/proc/self/fd/{fd}", mnt + path, None, MS_BIND | MS_REC)
+        os.close(fd)
     if own_proc:
         _mount("proc", mnt + "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(mnt)
