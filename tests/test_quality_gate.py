@@ -41,6 +41,6 @@ def test_a_deliberately_broken_teacher_stops_the_workflow_before_training(tmp_pa
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "the base models of task 'math' fail the quality gate (task_settings.math.gate) on math_id Avg@2" in out
-    assert "the teacher scores 0.0, below min_teacher 5" in out
+    assert "the teacher scores 0.0, below min_teacher 5" in out and "set it to null" in out
     assert not list((tmp_path / "results/micro/train").glob("**/run.json"))
     assert not (tmp_path / "results/micro/logs/train").exists()  # no training job started

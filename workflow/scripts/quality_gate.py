@@ -1,9 +1,13 @@
+from pathlib import Path
+
 from opdbench.logs import tee_to_log
 from opdbench.provenance import stamp, write_json
-from opdbench.quality_gate import check_base_models
+from opdbench.quality_gate import evaluate_base_models
 
 tee_to_log(snakemake.log[0])
-record = check_base_models(snakemake.wildcards.task, snakemake.params.gate, snakemake.input.teacher,
-                           snakemake.input.student)
+out = Path(snakemake.output[0])
+record = evaluate_base_models(snakemake.config, snakemake.wildcards.task, Path(snakemake.input.data).parent,
+                              Path(snakemake.input.teacher).parent, Path(snakemake.input.student).parent,
+                              out.parent / "quality_gate")
 print(f"[gate] {record}")
-write_json(snakemake.output[0], stamp(**record))
+write_json(out, stamp(**record))
