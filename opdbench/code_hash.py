@@ -11,6 +11,8 @@ import inspect
 from functools import lru_cache
 from pathlib import Path
 
+from opdbench.resources import sha256_of
+
 PACKAGE = Path(__file__).resolve().parent
 # What shapes a trained student besides its method file: the method base class and its
 # building blocks, scoring, rollouts, the engines, and the tasks (prompts, verifiers).
@@ -37,7 +39,7 @@ def package_code_hash(parts: tuple[str, ...]) -> str:
 
 
 def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return sha256_of(path)[:16]
 
 
 def method_code(cls: type) -> dict[str, str]:

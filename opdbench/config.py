@@ -64,8 +64,6 @@ def first_schema_error(schema: dict[str, Any], instance: Any, prefix: tuple = ()
     return _schema_message(errors[0], prefix) if errors else None
 
 
-_first_error = first_schema_error  # the name paper_tables.py imports
-
 _SCALARS = {"integer": int, "number": (int, float), "boolean": bool}
 
 

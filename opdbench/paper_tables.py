@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from opdbench.atomic import atomic_path, atomic_write_text
-from opdbench.config import _first_error, load_yaml
+from opdbench.config import first_schema_error, load_yaml
 from opdbench.errors import ConfigError, unknown_name_error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def load_paper_tables(directory: str | Path = TABLES_DIR, known_runs: Iterable[s
     tables = {}
     for path in sorted(Path(directory).glob("*.yaml")):
         table = load_yaml(path)
-        message = _first_error(schema, table)
+        message = first_schema_error(schema, table)
         if message:
             raise ConfigError(f"{path.name}: {message}")
         _check_declared(path, table, table["setup"].get("measured", {}), "setup.measured names columns")

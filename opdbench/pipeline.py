@@ -17,6 +17,7 @@ from opdbench.errors import ConfigError
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
+from opdbench.resources import sha256_of
 from opdbench.tasks import get_task
 from opdbench.tasks.base import read_jsonl
 
@@ -129,13 +130,8 @@ FINISHED = "finished.json"  # beside run.json, not a rule output: Snakemake does
 
 def _model_files_hash(model_dir: Path) -> str:
     """sha256 over the saved model's files (weights, config, tokenizer), model.json excepted."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.iterdir() if p.is_file() and p.name != "model.json"):
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    files = sorted(p for p in model_dir.iterdir() if p.is_file() and p.name != "model.json")
+    return canonical_hash({p.name: sha256_of(p) for p in files})
 
 
 def _finished_before(out_dir: Path, model_dir: Path, run: dict[str, Any]) -> dict[str, Any] | None:

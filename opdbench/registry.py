@@ -91,6 +91,12 @@ def load_methods(methods_dir: str | Path) -> dict[str, type]:
     return METHODS
 
 
+def script_methods_dir(config: dict, script_dir: str | Path) -> Path:
+    """``methods_dir`` of the config, relative to the workflow's directory, for a rule's
+    script in ``<workflow>/workflow/scripts`` (Snakemake may report that folder unresolved)."""
+    return Path(script_dir).resolve().parents[1] / config["methods_dir"]
+
+
 def get_method_class(name: str, methods_dir: str | Path) -> type:
     load_methods(methods_dir)
     if name not in METHODS:

@@ -345,6 +345,18 @@ def _visible_paths() -> tuple[list[str], list[tuple[str, str]], list[str]]:
     return binds, links, hidden
 
 
+def _remove_dead_runners_dirs(base: str, pattern: str) -> None:
+    """Remove the empty directories in ``base`` whose name (``pattern``, the first group a
+    pid) belongs to a runner that no longer runs."""
+    for entry in os.listdir(base):
+        m = re.fullmatch(pattern, entry)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            try:
+                os.rmdir(os.path.join(base, entry))
+            except OSError:
+                pass
+
+
 def _template_root(visible: tuple) -> str | None:
     """Once per runner (root only): move the runner into a private mount namespace and build
     there, on a tmpfs, the sandbox's root: read-only binds of ``visible``, /dev's harmless
@@ -353,14 +365,7 @@ def _template_root(visible: tuple) -> str | None:
     instead of a dozen mounts per check. None where it is refused."""
     if os.getuid() != 0:
         return None
-    tmp = tempfile.gettempdir()
-    for entry in os.listdir(tmp):  # empty mount points of runners that were killed
-        m = re.fullmatch(r"opdbench-root-(\d+)-\w+", entry)
-        if m and not os.path.exists(f"/proc/{m.group(1)}"):
-            try:
-                os.rmdir(os.path.join(tmp, entry))
-            except OSError:
-                pass
+    _remove_dead_runners_dirs(tempfile.gettempdir(), r"opdbench-root-(\d+)-\w+")  # mount points of killed runners
     mnt = tempfile.mkdtemp(prefix=f"opdbench-root-{os.getpid()}-")
     if _libc.unshare(CLONE_NEWNS) != 0:
         os.rmdir(mnt)
@@ -649,13 +654,7 @@ class _Cgroups:
     @staticmethod
     def _remove_stale(base: str) -> None:
         """Groups left by runners killed mid-check."""
-        for entry in os.listdir(base):
-            m = re.fullmatch(r"opdbench-(\d+)-\d+", entry)
-            if m and not os.path.exists(f"/proc/{m.group(1)}"):
-                try:
-                    os.rmdir(os.path.join(base, entry))
-                except OSError:
-                    pass
+        _remove_dead_runners_dirs(base, r"opdbench-(\d+)-\d+")
 
     @staticmethod
     def _write(path: str, value: Any, required: bool = True) -> None:

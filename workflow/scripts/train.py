@@ -2,10 +2,10 @@ from pathlib import Path
 
 from opdbench.logs import tee_to_log
 from opdbench.pipeline import train
+from opdbench.registry import script_methods_dir
 
 tee_to_log(snakemake.log[0])
-# methods_dir is relative to the workflow's directory (two above this script's)
-methods_dir = Path(snakemake.scriptdir).resolve().parents[1] / snakemake.config["methods_dir"]
+methods_dir = script_methods_dir(snakemake.config, snakemake.scriptdir)
 w = snakemake.wildcards
 train(snakemake.config, w.task, w.run, int(w.seed), Path(snakemake.input.data).parent,
       Path(snakemake.input.student).parent, Path(snakemake.input.teacher).parent,
