@@ -108,3 +108,33 @@ def test_the_configs_sandbox_limits_reach_the_checker():
     assert scores(slow) == [False]
     config["task_settings"]["code"]["sandbox"] = {**sandbox, "memory_mb": 128}
     assert scores(slow, big) == [True, False]
+
+
+def test_an_under_thinking_writer_returns_before_its_last_stage():
+    """``sft.writer.stop_early``: the solution keeps its first stages (at least one, never
+    all of a multi-stage one) and its reduction; the checker then finds it wrong unless the
+    dropped stages do nothing on the tests."""
+    task = get_task("code", SPEC)
+    rng = random.Random(3)
+    rows = [generate_problem(rng, rng.randint(1, 4), 5, 6, 20) for _ in range(200)]
+    assert task.written_by({}, rows, seed=0) == rows
+    written = task.written_by({"stop_early": 1.0}, rows, seed=0)
+    assert written == task.written_by({"stop_early": 1.0}, rows, seed=0)  # deterministic in the seed
+    wrong = 0
+    for gold, row in zip(rows, written):
+        assert {k: v for k, v in row.items() if k != "solution"} == {k: v for k, v in gold.items() if k != "solution"}
+        gold_lines, lines = gold["solution"].split("\n"), row["solution"].split("\n")
+        stages = [line for line in gold_lines if line.startswith("    xs = ")]
+        kept = [line for line in lines if line.startswith("    xs = ")]
+        if len(stages) == 1:
+            assert row["solution"] == gold["solution"]
+            continue
+        assert 1 <= len(kept) < len(stages) and kept == stages[:len(kept)]
+        assert [line for line in lines if not line.startswith("    xs = ")] == \
+            [line for line in gold_lines if not line.startswith("    xs = ")]  # def, return, fences
+        wrong += not task.score(row["solution"], row).correct
+    multi = sum(gold["stages"] > 1 for gold in rows)
+    assert wrong > 0.6 * multi  # a dropped stage changes the output on most tests
+    half = task.written_by({"stop_early": 0.5}, rows, seed=0)
+    share = sum(h["solution"] != r["solution"] for h, r in zip(half, rows) if r["stages"] > 1) / multi
+    assert 0.4 < share < 0.6

@@ -53,8 +53,8 @@ def test_a_writer_key_the_task_does_not_have_is_named():
     with pytest.raises(ConfigError, match=r"task_settings.math.student.sft.writer.stop_early"):
         validate_config(cfg, METHODS_DIR)
     cfg["task_settings"]["math"]["student"]["sft"]["writer"] = {}
-    cfg["task_settings"]["code"]["student"]["sft"]["writer"] = {"stop_early": 0.5}  # code has no writers
-    with pytest.raises(ConfigError, match=r"task_settings.code.student.sft.writer.stop_early"):
+    cfg["task_settings"]["code"]["student"]["sft"]["writer"] = {"drop_line": 0.5}  # code's writer stops early only
+    with pytest.raises(ConfigError, match=r"task_settings.code.student.sft.writer.drop_line"):
         validate_config(cfg, METHODS_DIR)
 
 

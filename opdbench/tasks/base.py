@@ -32,7 +32,8 @@ class Task:
     # JSON schema of the task's ``generator`` block (tiny-scale data), checked at start-up.
     generator_schema: dict[str, Any] = {"type": "object"}
     # JSON schema of the ``sft.writer`` block of a tiny model: how the writer of its SFT
-    # solutions departs from the gold ones (``written_by``). A task without writers takes none.
+    # solutions departs from the gold ones (``written_by``). A task without writers takes
+    # none; a task with ``stop_early`` takes STOP_EARLY_WRITER.
     writer_schema: dict[str, Any] = {"type": "object", "additionalProperties": False}
 
     def __init__(self, cfg: dict[str, Any]):
@@ -81,10 +82,16 @@ class Task:
 
     def written_by(self, writer: dict[str, Any], rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
         """The SFT rows as ``writer`` would have written their solutions (a tiny model's
-        training data); the gold rows when ``writer`` is empty. Deterministic in ``seed``."""
-        if writer:
-            raise NotImplementedError(f"task '{self.name}' has no solution writers")
-        return rows
+        training data); the gold rows when ``writer`` is empty. Deterministic in ``seed``.
+        ``stop_early: p``: a share p of the solutions stops before its last step."""
+        if not writer:
+            return rows
+        rng, p = random.Random(seed), writer.get("stop_early", 0.0)
+        return [{**r, "solution": self.stop_early(r["solution"], rng)} if rng.random() < p else r for r in rows]
+
+    def stop_early(self, solution: str, rng: random.Random) -> str:
+        """The solution as an under-thinking writer writes it: finished before its last step."""
+        raise NotImplementedError(f"task '{self.name}' has no solution writers")
 
     # -- prompting --------------------------------------------------------------------
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
@@ -115,6 +122,12 @@ def register_task(name: str):
 
     return wrap
 
+
+# The writer of a task with ``Task.stop_early``: the share of multi-step solutions it stops early.
+STOP_EARLY_WRITER = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"stop_early": {"type": "number", "minimum": 0, "maximum": 1}},
+}
 
 # A generator's [lo, hi] problem length (math steps, code stages), for generator schemas.
 LENGTH_RANGE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}

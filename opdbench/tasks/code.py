@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from opdbench.tasks.base import LENGTH_RANGE, Score, Task, register_task
+from opdbench.tasks.base import LENGTH_RANGE, STOP_EARLY_WRITER, Score, Task, register_task
 
 CODE_INSTRUCTION = "Write Python code to solve the problem. Present the code in ```python ...``` at the end."
 
@@ -92,6 +92,18 @@ def generate_problem(rng: random.Random, stages: int, n_tests: int, max_len: int
     }
 
 
+def stop_early(solution: str, rng: random.Random) -> str:
+    """The solution with its stages after a random one before the last left out, returning
+    what it has so far: the writer returns before it has finished (under-thinking, as the
+    math writer answers early). A one-stage solution is left as it is."""
+    lines = solution.split("\n")
+    stages = [i for i, line in enumerate(lines) if line.startswith("    xs = ")]
+    if len(stages) < 2:
+        return solution
+    keep = rng.randint(1, len(stages) - 1)
+    return "\n".join(line for i, line in enumerate(lines) if i not in stages[keep:])
+
+
 @register_task("code")
 class CodeTask(Task):
     """Config (``task_settings.code.data``): ``train`` and each of ``benchmarks`` is either
@@ -112,6 +124,8 @@ class CodeTask(Task):
         },
     }
 
+    writer_schema = STOP_EARLY_WRITER
+
     length_key = "stages"
 
     def generate(self, rng: random.Random, length: int, generator: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +136,9 @@ class CodeTask(Task):
         from opdbench.tasks.code_benchmarks import load_benchmark
 
         return load_benchmark(spec)
+
+    def stop_early(self, solution: str, rng: random.Random) -> str:
+        return stop_early(solution, rng)
 
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']}\n{CODE_INSTRUCTION}"}]

@@ -9,7 +9,7 @@ import random
 import re
 from typing import Any
 
-from opdbench.tasks.base import LENGTH_RANGE, Score, Task, register_task
+from opdbench.tasks.base import LENGTH_RANGE, STOP_EARLY_WRITER, Score, Task, register_task
 from opdbench.tasks.sources import load_problems
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -91,11 +91,7 @@ class MathTask(Task):
             "max_operand": {"type": "integer", "minimum": 1},
         },
     }
-    # stop_early: the share of multi-line solutions the writer answers before the last line.
-    writer_schema = {
-        "type": "object", "additionalProperties": False,
-        "properties": {"stop_early": {"type": "number", "minimum": 0, "maximum": 1}},
-    }
+    writer_schema = STOP_EARLY_WRITER
 
     length_key = "steps"
 
@@ -105,9 +101,8 @@ class MathTask(Task):
     def load_source(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
         return load_problems(spec)
 
-    def written_by(self, writer: dict[str, Any], rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-        rng, p = random.Random(seed), writer.get("stop_early", 0.0)
-        return [{**r, "solution": stop_early(r["solution"], rng)} if rng.random() < p else r for r in rows]
+    def stop_early(self, solution: str, rng: random.Random) -> str:
+        return stop_early(solution, rng)
 
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']} {MATH_INSTRUCTION}"}]
