@@ -171,4 +171,7 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
         **label, task=task_name, benchmarks=benchmarks, test_time_scaling=scaling, generation=generation,
         decoding=cfg, dataset_hash=dataset_hash(data_dir), model_config_hash=manifest.get("config_hash"),
         diff_from_base=manifest.get("diff_from_base"), eval_seconds=time.time() - t0,
+        # What two evaluations that disagree are compared by: the model's files, and how the
+        # answers were checked (code: zygote or fallback runner, timeouts; this process's checks).
+        model_files_hash=_model_files_hash(Path(model)), scoring=task.scoring_report(),
     ))

@@ -138,3 +138,19 @@ def test_an_under_thinking_writer_returns_before_its_last_stage():
     half = task.written_by({"stop_early": 0.5}, rows, seed=0)
     share = sum(h["solution"] != r["solution"] for h, r in zip(half, rows) if r["stages"] > 1) / multi
     assert 0.4 < share < 0.6
+
+
+def test_the_checker_reports_how_each_check_ran(data):
+    """Evaluation records which runner forked each check and how it ended, so that two
+    evaluations that disagree can be told apart (a fallback path, timeouts under load)."""
+    task, _, _, problems = data
+    before = task.scoring_report()["checks"]
+    responses = [problems[0]["solution"], "```python\nraise SystemExit(3)\n```"]
+    scores = task.score_many(responses, problems[:2])
+    assert [s.correct for s in scores] == [True, False]
+    report = task.scoring_report()
+    after = report["checks"]
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    assert sum(v for k, v in delta.items() if k.startswith("path:")) == 2
+    assert delta.get("ending:done", 0) >= 1 and sum(v for k, v in delta.items() if k.startswith("ending:")) == 2
+    assert report["limits"] == SPEC["sandbox"] and report["layers"]

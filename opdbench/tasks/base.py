@@ -104,6 +104,11 @@ class Task:
     def score_many(self, responses: list[str], problems: list[dict[str, Any]]) -> list[Score]:
         return [self.score(r, p) for r, p in zip(responses, problems)]
 
+    def scoring_report(self) -> dict[str, Any] | None:
+        """How this process's scoring went, cumulative (code: the checker's paths and endings),
+        recorded with each evaluation; None when there is nothing to say."""
+        return None
+
     def same_answer(self, a: str, b: str) -> bool:
         """Equivalence used to group answers for Maj@k."""
         return a == b

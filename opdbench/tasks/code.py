@@ -156,6 +156,11 @@ class CodeTask(Task):
         results = check_problems(codes, problems, **self._sandbox())
         return [Score(r.passed, code) for r, code in zip(results, codes)]
 
+    def scoring_report(self) -> dict[str, Any]:
+        from opdbench.tasks.code_exec import checker_report
+
+        return {**checker_report(), "limits": self._sandbox()}
+
     def same_answer(self, a: str, b: str) -> bool:
         """Maj@k groups programs by their text with surrounding whitespace stripped."""
         return a.strip() == b.strip()

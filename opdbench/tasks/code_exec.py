@@ -67,7 +67,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -929,6 +931,24 @@ def _close_zygotes() -> None:
 
 USE_ZYGOTE = True  # False: every check forks and execs a runner of its own (benchmarks/sandbox_overhead.py)
 _logged = False
+# What this process's checks went through, for the evaluation record (checker_report):
+# "path:zygote" / "path:fallback" (which runner forked the child), "ending:<how it ended>".
+_CHECKS: Counter = Counter()
+_CHECKS_LOCK = threading.Lock()
+_LAYERS: list = []
+
+
+def checker_report() -> dict[str, Any]:
+    """Cumulative counts of this process's checks by runner path and ending, and the sandbox
+    layers that applied: two evaluations that differ can be told apart by how they were checked."""
+    with _CHECKS_LOCK:
+        counts = dict(_CHECKS)
+    return {"checks": counts, "layers": list(_LAYERS)}
+
+
+def _count(*keys: str) -> None:
+    with _CHECKS_LOCK:
+        _CHECKS.update(keys)
 
 
 def _log_layers(layers: list) -> None:
@@ -936,6 +956,7 @@ def _log_layers(layers: list) -> None:
     if _logged or type(layers) is not list:
         return
     _logged = True
+    _LAYERS[:] = [str(layer) for layer in layers]
     memory = ("the cgroup (all its processes, shared memory and kernel buffers together)"
               if any(str(layer).startswith("cgroup(") for layer in layers) else
               f"rlimits only: at most {SANDBOX_PIDS} processes (as nobody) x (RLIMIT_AS: size at fork + memory_mb), "
@@ -1064,8 +1085,11 @@ def _execute(request: tuple, n: int, limits: Sequence[float]) -> tuple[list, str
                   file=sys.stderr)
         else:
             _Zygote.idle.put(zygote)
+            _count("path:zygote", f"ending:{result[1]}")
             return result
-    return _fork_and_check(request, n, limits)
+    result = _fork_and_check(request, n, limits)
+    _count("path:fallback", f"ending:{result[1]}")
+    return result
 
 
 def _verdict(details: list[bool], n: int, ending: str) -> CheckResult:
