@@ -56,7 +56,7 @@ def _train_and_evaluate(job: dict[str, Any]) -> None:
     from opdbench.config import evaluation_settings
     from opdbench.evaluation import generate_and_score, summarize
     from opdbench.provenance import write_json
-    from opdbench.tasks.base import read_jsonl
+    from opdbench.tasks.base import read_jsonl, write_jsonl
 
     task, role, out = job["task"], job["role"], Path(job["out"])
     config = perturbed_config(job["config"], task, role, job["perturbation"])
@@ -83,6 +83,7 @@ def _train_and_evaluate(job: dict[str, Any]) -> None:
         rows, _ = generate_and_score(out / "model", pipeline.load_task(config, task), problems, cfg,
                                      device=config["base"]["device"], desc=f"eval {task} {role} seed {seed}")
         benchmarks, _ = summarize(rows, pipeline.load_task(config, task), cfg["n_samples"])
+        write_jsonl(out / f"samples_seed{seed}.jsonl", rows)  # the verdicts per problem, to compare
         write_json(out / f"eval_seed{seed}.json", {"decoding": cfg, "benchmarks": benchmarks})
 
 
