@@ -1,0 +1,96 @@
+"""Two tiny leaderboards disagree: where do they part? Compares two results directories
+(results/<experiment>/ of two runs, e.g. two machines) stage by stage, as the DAG runs:
+
+  data        sha256 of each task's train and eval files
+  tokenizer   sha256 of tokenizer.json
+  models      weights sha256 of the base teacher and student, and the machine that trained
+              them (CPU, torch's kernel level, BLAS/oneDNN)
+  base evals  Avg@N per benchmark and seed; per sample, the share of verdicts that agree;
+              how the answers were checked (code: runner path and endings)
+  leaderboard every Avg@N and delta cell side by side, the largest differences first
+
+    python tools/compare_results.py /tmp/a/results/tiny /tmp/b/results/tiny
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+
+def sha(path: Path) -> str:
+    if not path.exists():
+        return "(missing)"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def row(label: str, a, b=None) -> str:
+    mark = "" if b is None or a == b else "   <-- differs"
+    return f"  {label:<34} {str(a):<26} {str(b):<26}{mark}"
+
+
+def samples(path: Path) -> dict[tuple, bool]:
+    if not path.exists():
+        return {}
+    return {(r["benchmark"], r["id"], r["sample"]): r["correct"] for r in map(json.loads, path.open())}
+
+
+def leaderboard(path: Path) -> dict[tuple, float]:
+    cells = {}
+    for r in csv.DictReader(path.open()):
+        n = next(k.split("@")[1].split("_")[0] for k in r if k.startswith("avg@") and r[k])
+        cells[(r["task"], r["model"], r["benchmark"], f"Avg@{n}")] = 100 * float(r[f"avg@{n}_mean"])
+        if r.get("delta_avg_mean"):
+            cells[(r["task"], r["model"], r["benchmark"], "delta")] = 100 * float(r["delta_avg_mean"])
+    return cells
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.add_argument("--top", type=int, default=12, help="leaderboard cells shown (largest differences)")
+    args = p.parse_args()
+    a, b = args.a, args.b
+    tasks = sorted(d.name for d in (a / "data").iterdir() if d.is_dir())
+    print(f"A = {a}\nB = {b}\n{'':<36} {'A':<26} {'B':<26}")
+    for task in tasks:
+        print(f"\n[{task}]")
+        for f in ("train.jsonl", "eval.jsonl"):
+            print(row(f"data {f}", sha(a / "data" / task / f), sha(b / "data" / task / f)))
+        tok = Path("models") / task / "tokenizer" / "tokenizer.json"
+        print(row("tokenizer", sha(a / tok), sha(b / tok)))
+        for role in ("teacher", "student"):
+            model = Path("models") / task / role
+            print(row(f"{role} weights", sha(a / model / "model.safetensors"), sha(b / model / "model.safetensors")))
+            machines = []
+            for root in (a, b):
+                m = json.loads((root / model / "model.json").read_text()).get("machine", {})
+                machines.append(f"{m.get('cpu', '?')} {m.get('torch_cpu_capability', '?')}")
+            print(row(f"{role} trained on", *machines))
+            for seed_dir in sorted((a / "eval" / task / "base" / role).glob("seed*")):
+                rel = seed_dir.relative_to(a)
+                ma, mb = (json.loads((root / rel / "metrics.json").read_text()) for root in (a, b))
+                n = ma["decoding"]["n_samples"]
+                for bench in sorted(ma["benchmarks"]):
+                    print(row(f"{role} {seed_dir.name} {bench} Avg@{n}", f"{100 * ma['benchmarks'][bench][f'avg@{n}']:.1f}",
+                              f"{100 * mb['benchmarks'][bench][f'avg@{n}']:.1f}"))
+                sa, sb = samples(a / rel / "samples.jsonl"), samples(b / rel / "samples.jsonl")
+                common = sa.keys() & sb.keys()
+                if common:
+                    agree = sum(sa[k] == sb[k] for k in common) / len(common)
+                    print(row(f"{role} {seed_dir.name} verdicts agreeing", f"{100 * agree:.1f} % of {len(common)} samples"))
+                checks = [(m.get("scoring") or {}).get("checks") for m in (ma, mb)]
+                if any(checks):
+                    print(row(f"{role} {seed_dir.name} checks", *checks))
+    la, lb = leaderboard(a / "leaderboard.csv"), leaderboard(b / "leaderboard.csv")
+    diffs = sorted(((abs(la[k] - lb[k]), k) for k in la.keys() & lb.keys()), reverse=True)
+    print(f"\n[leaderboard] {len(diffs)} cells in both; largest differences (points):")
+    for d, k in diffs[:args.top]:
+        print(row(" ".join(k), f"{la[k]:.1f}", f"{lb[k]:.1f}") + f"  ({d:.1f})")
+
+
+if __name__ == "__main__":
+    main()
