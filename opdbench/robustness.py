@@ -92,6 +92,7 @@ def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data:
           threads: int = 1) -> dict[str, Any]:
     """Train and evaluate one perturbation (reused when ``out`` has its last evaluation);
     returns {"perturbation", "weights" (sha256), "scores": {benchmark: mean Avg@N in %}}."""
+    from opdbench.provenance import write_json
     from opdbench.resources import sha256_of
 
     out = Path(out)
@@ -100,7 +101,7 @@ def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data:
                "data": str(data), "tokenizer": str(tokenizer), "eval_seeds": eval_seeds,
                "benchmarks": benchmarks, "threads": threads}
         out.mkdir(parents=True, exist_ok=True)
-        (out / "job.json").write_text(json.dumps(job))
+        write_json(out / "job.json", job)
         repo = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, **PERTURBATIONS[perturbation],
                "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
