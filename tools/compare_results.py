@@ -27,8 +27,9 @@ def sha(path: Path) -> str:
 
 
 def row(label: str, a, b=None) -> str:
+    """One line: the label, A's value, B's (none for a comparison of the two), a mark where they differ."""
     mark = "" if b is None or a == b else "   <-- differs"
-    return f"  {label:<34} {str(a):<26} {str(b):<26}{mark}"
+    return f"  {label:<34} {str(a):<26} {'' if b is None else str(b):<26}{mark}"
 
 
 def samples(path: Path) -> dict[tuple, bool]:
