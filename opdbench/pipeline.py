@@ -150,7 +150,9 @@ def _finished_before(out_dir: Path, model_dir: Path, run: dict[str, Any]) -> dic
 
 # -- evaluation ------------------------------------------------------------------------
 def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir: str | Path,
-             samples_path: str | Path, metrics_path: str | Path, label: dict[str, Any], threads: int = 1) -> None:
+             samples_path: str | Path, metrics_path: str | Path, label: dict[str, Any], threads: int = 1,
+             benchmarks: list[str] | None = None) -> None:
+    """``benchmarks``: only these of the task's benchmarks (default: all)."""
     from opdbench.evaluation import generate_and_score, summarize
 
     torch.set_num_threads(threads)
@@ -159,6 +161,8 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
     cfg = dict(ev, seed=ev["seed"] + int(label.get("seed") or 0))
     task = load_task(config, task_name)
     problems = read_jsonl(Path(data_dir) / "eval.jsonl")
+    if benchmarks:
+        problems = [p for p in problems if p["benchmark"] in benchmarks]
     t0 = time.time()
     rows, generation = generate_and_score(model, task, problems, cfg, device=config["base"]["device"],
                                           desc=f"eval {task_name} {label.get('model')}")
@@ -166,9 +170,9 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
         for r in rows:
             f.write(json.dumps(r) + "\n")
     manifest = json.loads((Path(model) / "model.json").read_text())
-    benchmarks, scaling = summarize(rows, task, cfg["n_samples"])
+    summary, scaling = summarize(rows, task, cfg["n_samples"])
     write_json(metrics_path, stamp(
-        **label, task=task_name, benchmarks=benchmarks, test_time_scaling=scaling, generation=generation,
+        **label, task=task_name, benchmarks=summary, test_time_scaling=scaling, generation=generation,
         decoding=cfg, dataset_hash=dataset_hash(data_dir), model_config_hash=manifest.get("config_hash"),
         diff_from_base=manifest.get("diff_from_base"), eval_seconds=time.time() - t0,
         # What two evaluations that disagree are compared by: the model's files, and how the

@@ -18,6 +18,7 @@ Perturbations:
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -39,8 +40,6 @@ TOLERANCE_POINTS = 2.0
 
 def perturbed_config(config: dict[str, Any], task: str, role: str, perturbation: str) -> dict[str, Any]:
     """The config a perturbation trains with (only sft_seed changes it)."""
-    import copy
-
     config = copy.deepcopy(config)
     if perturbation == "sft_seed":
         sft = config["task_settings"][task][role]["sft"]
@@ -49,14 +48,11 @@ def perturbed_config(config: dict[str, Any], task: str, role: str, perturbation:
 
 
 def _train_and_evaluate(job: dict[str, Any]) -> None:
-    """In the fresh interpreter: train the perturbed model, evaluate it once per seed."""
+    """In the fresh interpreter: train the perturbed model, evaluate it once per seed as the
+    workflow's evaluate rule does (samples and metrics per seed)."""
     import torch
 
     from opdbench import pipeline
-    from opdbench.config import evaluation_settings
-    from opdbench.evaluation import generate_and_score, summarize
-    from opdbench.provenance import write_json
-    from opdbench.tasks.base import read_jsonl, write_jsonl
 
     task, role, out = job["task"], job["role"], Path(job["out"])
     config = perturbed_config(job["config"], task, role, job["perturbation"])
@@ -72,19 +68,11 @@ def _train_and_evaluate(job: dict[str, Any]) -> None:
             return model
 
         pipeline.build_tiny_model = noisy
-    torch.set_num_threads(job["threads"])
     pipeline.build_model(config, task, role, job["data"], job["tokenizer"], out / "model", threads=job["threads"])
-    problems = read_jsonl(Path(job["data"]) / "eval.jsonl")
-    if job["benchmarks"]:
-        problems = [p for p in problems if p["benchmark"] in job["benchmarks"]]
-    ev = evaluation_settings(config, task)
     for seed in job["eval_seeds"]:
-        cfg = dict(ev, seed=ev["seed"] + seed)
-        rows, _ = generate_and_score(out / "model", pipeline.load_task(config, task), problems, cfg,
-                                     device=config["base"]["device"], desc=f"eval {task} {role} seed {seed}")
-        benchmarks, _ = summarize(rows, pipeline.load_task(config, task), cfg["n_samples"])
-        write_jsonl(out / f"samples_seed{seed}.jsonl", rows)  # the verdicts per problem, to compare
-        write_json(out / f"eval_seed{seed}.json", {"decoding": cfg, "benchmarks": benchmarks})
+        pipeline.evaluate(config, task, out / "model", job["data"], out / f"samples_seed{seed}.jsonl",
+                          out / f"eval_seed{seed}.json", {"model": role, "seed": seed, "kind": "probe"},
+                          threads=job["threads"], benchmarks=job["benchmarks"])
 
 
 def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data: str | Path,

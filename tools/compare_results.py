@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from opdbench.resources import sha256_of  # noqa: E402
 
 
 def sha(path: Path) -> str:
-    if not path.exists():
-        return "(missing)"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return sha256_of(path)[:12] if path.exists() else "(missing)"
 
 
 def row(label: str, a, b=None) -> str:
