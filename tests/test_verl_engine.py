@@ -1,0 +1,149 @@
+"""The verl engine's launch and outputs on CPU: its inputs and launch script, verl's metrics in the
+suite's keys, the checkpoint merge command, the plugin's loss entry point and its aggregation."""
+import json
+import subprocess
+from dataclasses import dataclass
+from unittest import mock
+
+import pytest
+import torch
+
+from conftest import METHODS_DIR, REPO, tiny
+from opdbench.blocks.policy import AGG_MODES, aggregate
+from opdbench.config import load_yaml, resolve_run
+from opdbench.engines.verl import launch
+from opdbench.engines.verl.engine import VerlEngine
+from opdbench.engines.verl.overrides import TRAINER_MODULE, loss_name
+from opdbench.engines.verl.plugin import RUN_ENV, register_losses, verl_per_token
+from opdbench.errors import ConfigError
+from opdbench.registry import get_method_class, load_methods
+from opdbench.tasks.base import get_task
+from test_verl_data import MATH_ROWS
+from test_verl_overrides import check_with_verls_classes, compose
+
+TINY = load_yaml(REPO / "config" / "config.yaml")
+
+
+def engine(tmp_path, method="opd", device="cuda"):
+    tok, model = tiny(tmp_path)
+    student = tmp_path / "student"
+    model.save_pretrained(student)
+    tok.save_pretrained(student)
+    run = resolve_run(TINY, "math", method, 0, METHODS_DIR)
+    m = get_method_class(run["method"], METHODS_DIR)(run["hparams"], run["train"], 0)
+    rows = MATH_ROWS * 40  # 80 prompts: enough for prompts_per_step 16
+    return VerlEngine(run, get_task("math"), rows, str(student), str(student), m, tmp_path / "run", device)
+
+
+def test_a_method_needing_what_verl_lacks_or_a_cpu_device_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="method 'eopd' needs teacher_entropy, teacher_topk, which the verl engine"):
+        engine(tmp_path, "eopd")
+    with pytest.raises(ConfigError, match="base.device"):
+        engine(tmp_path, "opd", device="cpu")
+
+
+def test_the_launch_script_runs_verls_trainer_with_overrides_verl_accepts(tmp_path):
+    eng = engine(tmp_path)
+    script = eng.prepare()
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "verl_run.json").read_text())["run"] == eng.run
+    assert (run_dir / "train.parquet").exists()
+    subprocess.run(["bash", "-n", str(script)], check=True)  # the script parses
+    # What the script runs, read back through bash: its environment and its command line.
+    shown = subprocess.run(["bash", "-c", f"exec() {{ printf '%s\\n' \"$@\" ---; env; }}; source {script}"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    (python, dash_m, module, *overrides), env = shown[:shown.index("---")], shown[shown.index("---") + 1:]
+    assert (python, dash_m, module) == (eng.python, "-m", TRAINER_MODULE)
+    assert f"+ray_kwargs.ray_init.runtime_env.env_vars.{RUN_ENV}={run_dir / 'verl_run.json'}" in overrides
+    assert f"{RUN_ENV}={run_dir / 'verl_run.json'}" in env
+    assert f"VERL_FILE_LOGGER_PATH={run_dir / 'verl_metrics' / '0.jsonl'}" in env
+    cfg = compose(overrides)
+    check_with_verls_classes(cfg)
+    assert cfg.data.max_prompt_length == eng.max_prompt_length and cfg.ray_kwargs.ray_init.runtime_env.env_vars[RUN_ENV]
+
+
+def test_verls_logged_metrics_become_the_suites_rows_a_resumed_attempt_replacing_its_steps(tmp_path, monkeypatch):
+    from verl.utils.tracking import FileLogger
+
+    def attempt(k, steps, loss):
+        monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "verl_metrics" / f"{k}.jsonl"))
+        (tmp_path / "verl_metrics").mkdir(exist_ok=True)
+        logger = FileLogger("opdbench", "x")
+        for step in steps:  # verl's keys, verl's step numbers (from 1)
+            logger.log({"actor/distillation/loss": loss + step, "actor/grad_norm": 0.5, "actor/lr": 1e-4,
+                        "actor/entropy": 2.0, "response_length/mean": 31.5, "critic/score/mean": 0.25,
+                        "timing_s/gen": 3.0, "timing_s/old_log_prob": 1.0, "timing_s/update_actor": 2.0,
+                        "actor/opdbench/credit": -0.1, "perf/throughput": 9.0}, step=step)
+        logger.finish()
+
+    attempt(0, [1, 2, 3], loss=10.0)  # killed after step 3 (index 2); its checkpoint was at step 2
+    attempt(1, [3, 4], loss=20.0)
+    rows = launch.read_metrics(tmp_path, 4)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert [r["loss"] for r in rows] == [11.0, 12.0, 23.0, 24.0]  # the retraced step from the later attempt
+    assert rows[0] == {"step": 0, "loss": 11.0, "grad_norm": 0.5, "lr": 1e-4, "entropy": 2.0, "response_length": 31.5,
+                       "train_accuracy": 0.25, "seconds_generation": 3.0, "seconds_student_scoring": 1.0,
+                       "seconds_update": 2.0, "credit_mean": -0.1}
+    with pytest.raises(RuntimeError, match=r"no metrics for steps \[4\] of 5"):
+        launch.read_metrics(tmp_path, 5)
+
+
+def test_the_last_checkpoint_is_merged_with_a_command_verls_merger_accepts(tmp_path):
+    from verl.model_merger.base_model_merger import parse_args
+
+    root = tmp_path / launch.CHECKPOINT_DIR
+    with pytest.raises(FileNotFoundError, match="latest_checkpointed_iteration.txt"):
+        launch.latest_checkpoint(tmp_path)
+    (root / "global_step_40" / "actor").mkdir(parents=True)
+    (root / "latest_checkpointed_iteration.txt").write_text("40")
+    actor = launch.latest_checkpoint(tmp_path)
+    cmd = launch.merge_command("python", actor, tmp_path / "hf")
+    assert cmd[1:3] == ["-m", "verl.model_merger"]
+    with mock.patch("sys.argv", ["merger", *cmd[3:]]):
+        args = parse_args()
+    assert (args.operation, args.backend, args.local_dir, args.target_dir) == ("merge", "fsdp", str(actor),
+                                                                                str(tmp_path / "hf"))
+
+
+def test_the_entry_point_registers_every_method_as_a_verl_loss():
+    import verl  # noqa: F401  (loads the verl.plugins entry points)
+    from verl.trainer.distillation.losses import DISTILLATION_LOSS_REGISTRY, get_distillation_loss_settings
+
+    for method in load_methods(METHODS_DIR):
+        assert loss_name(method) in DISTILLATION_LOSS_REGISTRY
+        assert get_distillation_loss_settings(loss_name(method)).use_estimator  # the sampled-token teacher mode
+    assert register_losses() == []  # idempotent: a second import registers nothing twice
+
+
+@dataclass
+class Term:  # issue 14's loss term (opdbench.engines.losses.LossTerm): per-token values, mask, mode, weight
+    per_token: torch.Tensor
+    mask: torch.Tensor
+    agg: str
+    weight: float = 1.0
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+def test_the_per_token_losses_verl_sums_are_the_methods_aggregate_over_the_global_batch(mode):
+    """Two micro-batches of one mini-batch: verl's token-sum agg_loss of each piece's per-token
+    matrix, summed, is the suite's aggregate over the whole mini-batch (weight included)."""
+    from verl.trainer.ppo.core_algos import agg_loss
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    mask = (torch.rand(6, 5, generator=g) > 0.3).double()
+    mask[:, 0] = 1  # every response has a token
+    expected = 0.5 * aggregate(values, mask, mode)
+    info = {"dp_size": 1, "batch_num_tokens": mask.sum().item(), "global_batch_size": 6}
+    total = 0.0
+    for piece in (slice(0, 2), slice(2, 6)):
+        m = verl_per_token([Term(values[piece], mask[piece], mode, 0.5)], mask[piece], info)
+        total = total + agg_loss(m, mask[piece], "token-sum", **info)
+    assert torch.allclose(total, expected)
+
+
+def test_a_term_over_another_mask_is_refused():
+    mask = torch.ones(2, 3)
+    info = {"dp_size": 1, "batch_num_tokens": 6, "global_batch_size": 2}
+    with pytest.raises(ValueError, match="other than verl's response mask"):
+        verl_per_token([Term(torch.ones(2, 3), torch.tensor([[1.0, 0, 0], [1, 1, 1]]), "token-mean")], mask, info)
