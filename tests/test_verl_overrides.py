@@ -1,6 +1,5 @@
 """The run's resolved config as verl's trainer overrides: composed with verl 0.9.1's own Hydra
 config and converted through its own config classes and checks, so a key verl renames fails here."""
-import copy
 import os
 
 import pytest
