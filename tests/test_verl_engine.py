@@ -147,3 +147,35 @@ def test_a_term_over_another_mask_is_refused():
     info = {"dp_size": 1, "batch_num_tokens": 6, "global_batch_size": 2}
     with pytest.raises(ValueError, match="other than verl's response mask"):
         verl_per_token([Term(torch.ones(2, 3), torch.tensor([[1.0, 0, 0], [1, 1, 1]]), "token-mean")], mask, info)
+
+
+def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_losses_read_it():
+    """Two sequences in verl's no-padding (jagged) layout: the plugin's padded [B, R] tensors line up
+    with what verl's built-in sampled-token loss reads (its k1 is logS - logT at the same tokens)."""
+    from tensordict import TensorDict
+    from verl.trainer.distillation.losses import compute_distillation_loss_reverse_kl_estimator
+    from verl.workers.config import DistillationConfig, DistillationLossConfig
+
+    from opdbench.engines.verl.plugin import suite_batch
+
+    def jagged(rows):
+        return torch.nested.nested_tensor(rows, layout=torch.jagged)
+
+    prompts, responses = [3, 2], [2, 3]
+    g = torch.Generator().manual_seed(0)
+    full = [torch.randn(p + r, generator=g) for p, r in zip(prompts, responses)]  # per position of prompt+response
+    teacher = [torch.randn(p + r, 1, generator=g) for p, r in zip(prompts, responses)]
+    data = TensorDict({"prompts": jagged([torch.ones(p, dtype=torch.long) for p in prompts]),
+                       "responses": jagged([torch.ones(r, dtype=torch.long) for r in responses]),
+                       "response_mask": jagged([torch.ones(r) for r in responses]),
+                       "old_log_probs": jagged([torch.full((r,), -1.0) for r in responses]),
+                       "teacher_logprobs": jagged(teacher)}, batch_size=[2])
+    batch = suite_batch({"log_probs": jagged(full)}, data)
+    assert batch["mask"].tolist() == [[1, 1, 0], [1, 1, 1]] and batch["group"] == [0, 1]
+    # the log-prob of response token t sits at position prompt + t - 1 of the unpadded sequence
+    assert batch["logS"][0, :2].tolist() == full[0][2:4].tolist() and batch["logS"][1].tolist() == full[1][1:4].tolist()
+    assert batch["logOld"][1].tolist() == [-1.0] * 3
+    config = DistillationConfig(distillation_loss=DistillationLossConfig(loss_mode="k1"))
+    k1, _ = compute_distillation_loss_reverse_kl_estimator(None, config, {"log_probs": jagged(full)}, data)
+    m = batch["mask"].bool()
+    assert torch.allclose(k1[m], (batch["logS"] - batch["logT"])[m])
