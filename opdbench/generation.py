@@ -24,7 +24,7 @@ steps of a call (its longest response) mean the same thing for the latency model
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import importlib
 import importlib.util
 import json
 import tempfile
@@ -123,11 +123,12 @@ class VLLMBackend:
 
         self.vllm = vllm
         weights = resolve_weights(model_ref)
-        self._generation_config = tempfile.TemporaryDirectory(prefix="opdbench-vllm-")
-        (Path(self._generation_config.name) / "generation_config.json").write_text(
-            json.dumps({"eos_token_id": list(spec.stop_token_ids)}))
-        self.llm = vllm.LLM(model=weights, tokenizer=weights, seed=spec.seed, dtype="float32",
-                            generation_config=self._generation_config.name)
+        # vLLM reads the generation config while it starts (its input processor), only then.
+        with tempfile.TemporaryDirectory(prefix="opdbench-vllm-") as generation_config:
+            (Path(generation_config) / "generation_config.json").write_text(
+                json.dumps({"eos_token_id": list(spec.stop_token_ids)}))
+            self.llm = vllm.LLM(model=weights, tokenizer=weights, seed=spec.seed, dtype="float32",
+                                generation_config=generation_config)
         self.parameters = safetensors_parameters(weights)
 
     def sample(self, prompts: list[list[int]], spec: SamplingSpec, seeds: list[int]) -> list[list[Completion]]:
@@ -187,7 +188,7 @@ def check_backend(name: str, where: str = "evaluation.backend") -> None:
 
 
 def backend_version(name: str) -> str:
-    return importlib.metadata.version(BACKENDS[name].library)
+    return importlib.import_module(BACKENDS[name].library).__version__
 
 
 def generate(model_ref: str | Path, prompts: Sequence[list[int]], spec: SamplingSpec, *, backend: str = "hf",
