@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
+from opdbench.atomic import atomic_write_text
 from opdbench.config import DEFAULT_BACKEND  # noqa: F401 (re-exported)
 from opdbench.errors import ConfigError, unknown_name_error
 from opdbench.models import count_parameters, load_model, load_tokenizer, resolve_weights
@@ -125,8 +126,8 @@ class VLLMBackend:
         weights = resolve_weights(model_ref)
         # vLLM reads the generation config while it starts (its input processor), only then.
         with tempfile.TemporaryDirectory(prefix="opdbench-vllm-") as generation_config:
-            (Path(generation_config) / "generation_config.json").write_text(
-                json.dumps({"eos_token_id": list(spec.stop_token_ids)}))
+            atomic_write_text(Path(generation_config) / "generation_config.json",
+                              json.dumps({"eos_token_id": list(spec.stop_token_ids)}))
             self.llm = vllm.LLM(model=weights, tokenizer=weights, seed=spec.seed, dtype="float32",
                                 generation_config=generation_config)
         self.parameters = safetensors_parameters(weights)
