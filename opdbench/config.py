@@ -18,6 +18,10 @@ import yaml
 
 from opdbench.errors import ConfigError, unknown_name_error
 
+# The generation backend when the config names none (opdbench.generation.BACKENDS); here so
+# that reading a config does not import torch.
+DEFAULT_BACKEND = "hf"
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -107,10 +111,13 @@ def check_model_source(source: str, where: tuple) -> None:
 
 
 def validate_config(config: dict[str, Any], methods_dir: str | Path | None = None,
-                    schema_path: str | Path = SCHEMA_PATH, command_line: tuple[str, ...] = ()) -> None:
+                    schema_path: str | Path = SCHEMA_PATH, command_line: tuple[str, ...] = (),
+                    jobs_run_here: bool = True) -> None:
     """Raise ConfigError naming the first bad key, or an unknown method / task name.
     The top-level keys in ``command_line`` came from ``--config``: their numbers and
-    booleans arrive as strings and are read in place first."""
+    booleans arrive as strings and are read in place first. ``jobs_run_here``: the jobs
+    run in this Python environment (not in per-rule conda envs), so the generation
+    backend they need must import here."""
     schema = load_yaml(schema_path)
     for key in command_line:
         if key in config and key in schema["properties"]:
@@ -171,6 +178,10 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
         for name in config["methods"]:
             if name not in methods and name not in config["variants"]:
                 raise unknown_name_error("method", name, methods, also={"variants": config["variants"]})
+    if jobs_run_here:
+        from opdbench.generation import check_backend
+
+        check_backend(config["evaluation"].get("backend", DEFAULT_BACKEND))
     base = config["base"]
     batch = base["prompts_per_step"] * base["rollouts_per_prompt"]
     if batch % base["mini_batch_size"]:
@@ -180,8 +191,8 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
 
 def evaluation_settings(config: dict[str, Any], task: str) -> dict[str, Any]:
     """The shared ``evaluation`` block with the task's own overrides (``task_settings.<task>.evaluation``:
-    e.g. N = 4 samples for code, the papers' protocol)."""
-    return {**config["evaluation"], **config["task_settings"].get(task, {}).get("evaluation", {})}
+    e.g. N = 4 samples for code, the papers' protocol), and the generation backend (default hf)."""
+    return {"backend": DEFAULT_BACKEND, **config["evaluation"], **config["task_settings"].get(task, {}).get("evaluation", {})}
 
 
 def canonical_hash(obj: Any) -> str:
