@@ -35,6 +35,8 @@ __all__ = ["CHECKPOINT", "LocalEngine"]
 
 @register_engine("local")
 class LocalEngine:
+    """Student, teacher and reference in this process; it provides every scoring need."""
+
     capabilities = frozenset(SCORING_NEEDS)
 
     def __init__(self, run: dict[str, Any], task, train_rows: list[dict[str, Any]], student_ref: str,
