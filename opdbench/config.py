@@ -178,6 +178,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
         for name in config["methods"]:
             if name not in methods and name not in config["variants"]:
                 raise unknown_name_error("method", name, methods, also={"variants": config["variants"]})
+        check_engines(config, methods)
     if jobs_run_here:
         from opdbench.generation import check_backend
 
@@ -187,6 +188,27 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     if batch % base["mini_batch_size"]:
         raise ConfigError(f"config key 'base.mini_batch_size' ({base['mini_batch_size']}) must divide "
                           f"prompts_per_step * rollouts_per_prompt ({batch})")
+
+
+def run_engine(config: dict[str, Any], method_cls: type) -> str:
+    """The engine a run of ``method_cls`` trains on: ``base.engine``, or in paper mode the
+    method's paper settings' engine if they name one."""
+    train = {**config["base"], **(method_cls.paper_settings if config["mode"] == "paper" else {})}
+    return train["engine"]
+
+
+def check_engines(config: dict[str, Any], methods: dict[str, type]) -> None:
+    """The engine is registered, and it provides what each listed run's method needs."""
+    from opdbench.engines import check_capabilities, load_engines
+
+    engines = load_engines()
+    if config["base"]["engine"] not in engines:
+        raise ConfigError(f"config key 'base.engine': {unknown_name_error('engine', config['base']['engine'], engines)}")
+    runs = []
+    for name in config["methods"]:
+        cls = methods[config["variants"][name]["method"] if name in config["variants"] else name]
+        runs.append((name, cls, run_engine(config, cls)))
+    check_capabilities(runs)
 
 
 def evaluation_settings(config: dict[str, Any], task: str) -> dict[str, Any]:
