@@ -15,7 +15,7 @@ the official code. tau = infinity recovers OPD.
 """
 import math
 
-from opdbench.blocks import aggregate, log_ratio_credit, topk_forward_kl
+from opdbench.blocks import log_ratio_credit, topk_forward_kl
 from opdbench.method import Method
 from opdbench.registry import register_method
 
@@ -36,5 +36,5 @@ class EOPD(Method):
         tau = float(self.hp["tau"])
         uncertain = (mb.extras["teacher_entropy"] >= tau).float() if math.isfinite(tau) else mb.logT * 0.0
         fkl = topk_forward_kl(mb.extras["topk_logT"], student.topk_logS, renormalize=True)
-        loss = rkl + self.hp["alpha"] * aggregate(uncertain * fkl, mb.mask, "token-mean")
-        return loss, {"credit": credit, "fkl_token": uncertain, "fkl": fkl, **stats}
+        fkl_term = self.term(uncertain * fkl, mb.mask, "token-mean", weight=self.hp["alpha"])
+        return [rkl, fkl_term], {"credit": credit, "fkl_token": uncertain, "fkl": fkl, **stats}

@@ -29,5 +29,5 @@ class ExOPD(Method):
 
     def loss(self, mb, student, progress):
         credit = extrapolated_credit(mb.logT, mb.extras["logRef"], mb.logOld, self.hp["lam"])
-        loss, stats = self.policy_gradient(mb, student, advantages=credit)
-        return loss, {"credit": credit, **stats}
+        pg, stats = self.policy_gradient(mb, student, advantages=credit)
+        return [pg], {"credit": credit, **stats}

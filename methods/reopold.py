@@ -52,5 +52,5 @@ class REOPOLD(Method):
         else:
             keep = mb.logT.new_ones(mb.logT.shape)
         keep = keep * mb.student_tokens
-        loss, stats = self.policy_gradient(mb, student, advantages=credit, mask=keep)
-        return loss, {"credit": credit, "kept": keep, **stats}
+        pg, stats = self.policy_gradient(mb, student, advantages=credit, mask=keep)
+        return [pg], {"credit": credit, "kept": keep, **stats}

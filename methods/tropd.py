@@ -92,5 +92,4 @@ class TrOPD(Method):
         if "teacher_token" in mb.extras:
             per_token = per_token + mb.extras["teacher_token"] * off_policy_guidance(mb.logT, student.logS,
                                                                                       self.hp["beta"])
-        loss = self.aggregate(per_token, mb.mask)
-        return loss, {"credit": credit, "trust": trust, "outlier_term": direct, **stats}
+        return [self.term(per_token, mb.mask)], {"credit": credit, "trust": trust, "outlier_term": direct, **stats}

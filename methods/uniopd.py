@@ -67,8 +67,8 @@ class UniOPD(Method):
 
     def loss(self, mb, student, progress):
         keep = mb.extras["loss_tokens"]
-        loss, stats = self.policy_gradient(mb, student, advantages=mb.extras["advantage"], mask=keep)
+        pg, stats = self.policy_gradient(mb, student, advantages=mb.extras["advantage"], mask=keep)
         credit = log_ratio_credit(mb.logT, mb.logOld)
         shift = mb.extras["margin_shift"][:, None].expand_as(credit)
-        return loss, {"credit": credit, "advantage": mb.extras["advantage"], "kept": keep,
+        return [pg], {"credit": credit, "advantage": mb.extras["advantage"], "kept": keep,
                       "margin_shift": shift, **stats}

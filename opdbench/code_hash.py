@@ -17,8 +17,9 @@ PACKAGE = Path(__file__).resolve().parent
 # What shapes a trained student besides its method file: the method base class and its
 # building blocks, scoring, rollouts, the engines, and the tasks (prompts, verifiers).
 TRAINING_CODE = ("method.py", "scoring.py", "rollout.py", "models.py", "blocks", "engines", "tasks")
-# What shapes an evaluation's numbers: sampling, the verifiers (tasks) and the metrics.
-EVALUATION_CODE = ("evaluation.py", "metrics.py", "rollout.py", "models.py", "tasks")
+# What shapes an evaluation's numbers: sampling (the generation backends), the verifiers
+# (tasks) and the metrics.
+EVALUATION_CODE = ("evaluation.py", "generation.py", "metrics.py", "rollout.py", "models.py", "tasks")
 
 
 def _files(parts: tuple[str, ...]) -> list[Path]:

@@ -18,6 +18,10 @@ import yaml
 
 from opdbench.errors import ConfigError, unknown_name_error
 
+# The generation backend when the config names none (opdbench.generation.BACKENDS); here so
+# that reading a config does not import torch.
+DEFAULT_BACKEND = "hf"
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -107,10 +111,13 @@ def check_model_source(source: str, where: tuple) -> None:
 
 
 def validate_config(config: dict[str, Any], methods_dir: str | Path | None = None,
-                    schema_path: str | Path = SCHEMA_PATH, command_line: tuple[str, ...] = ()) -> None:
+                    schema_path: str | Path = SCHEMA_PATH, command_line: tuple[str, ...] = (),
+                    jobs_run_here: bool = True) -> None:
     """Raise ConfigError naming the first bad key, or an unknown method / task name.
     The top-level keys in ``command_line`` came from ``--config``: their numbers and
-    booleans arrive as strings and are read in place first."""
+    booleans arrive as strings and are read in place first. ``jobs_run_here``: the jobs
+    run in this Python environment (not in per-rule conda envs), so the generation
+    backend they need must import here."""
     schema = load_yaml(schema_path)
     for key in command_line:
         if key in config and key in schema["properties"]:
@@ -171,6 +178,11 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
         for name in config["methods"]:
             if name not in methods and name not in config["variants"]:
                 raise unknown_name_error("method", name, methods, also={"variants": config["variants"]})
+        check_engines(config, methods)
+    if jobs_run_here:
+        from opdbench.generation import check_backend
+
+        check_backend(config["evaluation"].get("backend", DEFAULT_BACKEND))
     base = config["base"]
     batch = base["prompts_per_step"] * base["rollouts_per_prompt"]
     if batch % base["mini_batch_size"]:
@@ -178,10 +190,31 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
                           f"prompts_per_step * rollouts_per_prompt ({batch})")
 
 
+def run_engine(config: dict[str, Any], method_cls: type) -> str:
+    """The engine a run of ``method_cls`` trains on: ``base.engine``, or in paper mode the
+    method's paper settings' engine if they name one."""
+    train = {**config["base"], **(method_cls.paper_settings if config["mode"] == "paper" else {})}
+    return train["engine"]
+
+
+def check_engines(config: dict[str, Any], methods: dict[str, type]) -> None:
+    """The engine is registered, and it provides what each listed run's method needs."""
+    from opdbench.engines import check_capabilities, load_engines
+
+    engines = load_engines()
+    if config["base"]["engine"] not in engines:
+        raise ConfigError(f"config key 'base.engine': {unknown_name_error('engine', config['base']['engine'], engines)}")
+    runs = []
+    for name in config["methods"]:
+        cls = methods[config["variants"][name]["method"] if name in config["variants"] else name]
+        runs.append((name, cls, run_engine(config, cls)))
+    check_capabilities(runs)
+
+
 def evaluation_settings(config: dict[str, Any], task: str) -> dict[str, Any]:
     """The shared ``evaluation`` block with the task's own overrides (``task_settings.<task>.evaluation``:
-    e.g. N = 4 samples for code, the papers' protocol)."""
-    return {**config["evaluation"], **config["task_settings"].get(task, {}).get("evaluation", {})}
+    e.g. N = 4 samples for code, the papers' protocol), and the generation backend (default hf)."""
+    return {"backend": DEFAULT_BACKEND, **config["evaluation"], **config["task_settings"].get(task, {}).get("evaluation", {})}
 
 
 def canonical_hash(obj: Any) -> str:

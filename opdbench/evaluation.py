@@ -5,7 +5,8 @@ Pass@k and Maj@N per benchmark (k in {1, N}: Pass@1 equals Avg@N in expectation)
 each benchmark's test-time scaling curve (REOPOLD Figures 6b and 7): Pass@K and Maj@K for
 K = 1, 2, 4, ... N against the latency of K parallel samples, estimated as the expected
 longest of K responses (in decoding steps) times the seconds per step measured for models
-of its size (figures.read_scaling).
+of its size (figures.read_scaling). The samples are drawn by the configured generation
+backend (``evaluation.backend``: hf or vllm, opdbench/generation.py).
 """
 from __future__ import annotations
 
@@ -13,46 +14,36 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import time
-
-import torch
-from tqdm import tqdm
-
+from opdbench.generation import DEFAULT_BACKEND, SamplingSpec, generate
 from opdbench.metrics import expected_max_at_k, problem_metrics, scaling_ks
-from opdbench.models import load_model, load_tokenizer
-from opdbench.rollout import encode_prompts, sample
+from opdbench.models import load_tokenizer
+from opdbench.rollout import encode_prompts
+
+
+def sampling_spec(cfg: dict[str, Any], tokenizer) -> SamplingSpec:
+    """The evaluation's decoding settings, passed to either backend unchanged."""
+    return SamplingSpec(n=cfg["n_samples"], temperature=cfg["temperature"], top_p=cfg["top_p"],
+                        max_tokens=cfg["max_new_tokens"], seed=cfg["seed"], stop_token_ids=(tokenizer.eos_token_id,))
 
 
 def generate_and_score(model_ref: str | Path, task, problems: list[dict[str, Any]], cfg: dict[str, Any],
-                       device: str = "cpu", desc: str = "eval") -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The scored samples, and the generation's wall seconds and decoding steps (each
-    generate call decodes until its longest response ends)."""
+                       device: str = "cpu", desc: str = "eval") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The scored samples, and the generation's wall seconds, decoding steps (each
+    generate call decodes until its longest response ends) and backend."""
     tokenizer = load_tokenizer(model_ref)
-    model = load_model(model_ref, device=device)
-    torch.manual_seed(cfg["seed"])
     n = cfg["n_samples"]
-    prompts = encode_prompts(tokenizer, task, problems)
-    # Whole prompts per generate call, so every sample of a problem shares its batch.
-    per_call = max(1, cfg["batch_size"] // n)
+    result = generate(model_ref, encode_prompts(tokenizer, task, problems), sampling_spec(cfg, tokenizer),
+                      backend=cfg.get("backend", DEFAULT_BACKEND), batch_size=cfg["batch_size"], device=device,
+                      keys=[f"{p['benchmark']}/{p['id']}" for p in problems], tokenizer=tokenizer, desc=desc)
+    expanded = [p for p in problems for _ in range(n)]
+    flat = [c for completions in result.completions for c in completions]
     rows: list[dict[str, Any]] = []
-    generation = {"seconds": 0.0, "decode_steps": 0, "parameters": sum(p.numel() for p in model.parameters())}
-    for start in tqdm(range(0, len(problems), per_call), desc=desc, mininterval=5):
-        chunk = problems[start:start + per_call]
-        t0 = time.perf_counter()
-        responses = sample(model, tokenizer, prompts[start:start + per_call], n, cfg["temperature"],
-                           cfg["top_p"], cfg["max_new_tokens"], batch_size=len(chunk) * n)
-        generation["seconds"] += time.perf_counter() - t0
-        generation["decode_steps"] += max(map(len, responses), default=0)
-        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-        expanded = [p for p in chunk for _ in range(n)]
-        for i, (problem, text, ids, score) in enumerate(zip(expanded, texts, responses,
-                                                            task.score_many(texts, expanded))):
-            rows.append({"benchmark": problem["benchmark"], "id": problem["id"], "sample": i % n,
-                         "response": text, "answer": score.answer, "gold": problem.get("answer"),
-                         "correct": score.correct, "tokens": len(ids),
-                         "truncated": bool(ids) and ids[-1] != tokenizer.eos_token_id})
-    generation["seconds_per_decode_step"] = generation["seconds"] / max(1, generation["decode_steps"])
-    return rows, generation
+    for i, (problem, c, score) in enumerate(zip(expanded, flat, task.score_many([c.text for c in flat], expanded))):
+        rows.append({"benchmark": problem["benchmark"], "id": problem["id"], "sample": i % n,
+                     "response": c.text, "answer": score.answer, "gold": problem.get("answer"),
+                     "correct": score.correct, "tokens": len(c.token_ids),
+                     "truncated": c.finish_reason == "length"})
+    return rows, result.stats
 
 
 def summarize(rows: list[dict[str, Any]], task, n: int) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list]]]:

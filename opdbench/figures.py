@@ -14,17 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from opdbench.atomic import atomic_path  # noqa: E402
+from opdbench.engines import metrics_schema  # noqa: E402
 
-# (metric key in metrics.jsonl, panel title): REOPOLD's Figures 2-4 and TrOPD's Figure 1
-# plot these against the training step.
-CURVES = [
-    ("entropy", "student entropy (nats/token)"),
-    ("reverse_kl", "reverse KL to the teacher (nats/token)"),
-    ("credit_p05", "credit, 5 % quantile (nats)"),
-    ("energy_share_bottom5", "update energy in the bottom 5 % of credits"),
-    ("response_length", "response length (tokens)"),
-    ("grad_norm", "gradient norm"),
-]
+# (metric key in metrics.jsonl, panel title from its declaration): REOPOLD's Figures 2-4 and
+# TrOPD's Figure 1 plot these against the training step.
+CURVES = [(key, metrics_schema.title(key)) for key in
+          ("entropy", "reverse_kl", "credit_p05", "energy_share_bottom5", "response_length", "grad_norm")]
 
 
 def read_curves(metrics_files: Iterable[str | Path], keys: Iterable[str] | None = None) -> pd.DataFrame:

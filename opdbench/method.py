@@ -4,7 +4,9 @@ prompts, and how a scored batch becomes a loss.
 A method file in ``methods/`` subclasses ``Method``, sets ``name``, ``defaults`` (its
 paper's hyperparameters), ``schema`` (each hyperparameter's JSON-schema type and range,
 checked when the workflow starts) and ``needs`` (scoring beyond the teacher's log-probs of the
-sampled tokens, from ``SCORING_NEEDS``), and implements ``loss``. Optional hooks:
+sampled tokens, from ``SCORING_NEEDS``), and implements ``loss``, which returns the loss as
+per-token terms (``LossTerm``: values, mask, aggregation, weight) that the engine reduces
+over the mini-batch of one optimizer step (``opdbench.engines.losses``). Optional hooks:
 
 - ``prepare(batch, progress)``: batch-level quantities computed once per rollout batch,
   before the mini-batch updates (entropy quantiles, group calibration, random masks);
@@ -22,7 +24,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from opdbench.blocks import aggregate, clipped_policy_loss
+from opdbench.blocks import clipped_policy_loss
+from opdbench.engines.losses import LossTerm
 from opdbench.errors import ConfigError
 from opdbench.rollout import Sequences
 
@@ -157,8 +160,9 @@ class Method:
         raise NotImplementedError(f"method '{self.name}' needs prompt_difficulty but has no difficulty_profile")
 
     def loss(self, mb: ScoredBatch, student: StudentOutput, progress: Progress
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss of one mini-batch and per-token diagnostics ({'credit': [B, T], ...})."""
+             ) -> tuple[list[LossTerm], dict[str, torch.Tensor]]:
+        """The loss terms of a batch (the engine aggregates them; their masks must not depend
+        on ``student``) and per-token diagnostics ({'credit': [B, T], ...})."""
         raise NotImplementedError
 
     # -- shared helpers ---------------------------------------------------------------
@@ -167,9 +171,10 @@ class Method:
         a function of (run seed, step), so a resumed run redraws exactly the same."""
         return torch.Generator().manual_seed(self.seed * 7_919 + progress.step)
 
-    def aggregate(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Reduce per-token losses with the run's ``loss_agg_mode``."""
-        return aggregate(per_token, mask, self.train["loss_agg_mode"])
+    def term(self, per_token: torch.Tensor, mask: torch.Tensor, agg: str | None = None,
+             weight: float = 1.0) -> LossTerm:
+        """A loss term over ``mask``, aggregated with ``agg`` (default: the run's ``loss_agg_mode``)."""
+        return LossTerm(per_token, mask, agg or self.train["loss_agg_mode"], weight)
 
     def clipped_pg(self, mb: ScoredBatch, student: StudentOutput, advantages: torch.Tensor
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -179,8 +184,8 @@ class Method:
                                    t["clip_ratio_high"], t.get("clip_ratio_c"))
 
     def policy_gradient(self, mb: ScoredBatch, student: StudentOutput, advantages: torch.Tensor,
-                        mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The aggregated PPO-clipped policy-gradient term over ``mask`` (default: all
-        student-sampled response tokens)."""
+                        mask: torch.Tensor | None = None) -> tuple[LossTerm, dict[str, torch.Tensor]]:
+        """The PPO-clipped policy-gradient term over ``mask`` (default: all student-sampled
+        response tokens), aggregated with the run's ``loss_agg_mode``."""
         per_token, stats = self.clipped_pg(mb, student, advantages)
-        return self.aggregate(per_token, mb.student_tokens if mask is None else mask), stats
+        return self.term(per_token, mb.student_tokens if mask is None else mask), stats

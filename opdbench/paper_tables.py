@@ -19,6 +19,7 @@ import pandas as pd
 
 from opdbench.atomic import atomic_path, atomic_write_text
 from opdbench.config import first_schema_error, load_yaml
+from opdbench.engines import metrics_schema
 from opdbench.errors import ConfigError, unknown_name_error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +45,10 @@ def load_paper_tables(directory: str | Path = TABLES_DIR, known_runs: Iterable[s
         _check_declared(path, table, table["setup"].get("measured", {}), "setup.measured names columns")
         if table["setup"].get("measured") and not table["setup"].get("diagnostic"):
             raise ConfigError(f"{path.name}: setup.measured is for diagnostic tables (setup.diagnostic: true)")
+        for column, m in table["setup"].get("measured", {}).items():
+            if metrics_schema.declared(m["metric"]) is None:
+                raise ConfigError(f"{path.name}: setup.measured.{column}.metric: "
+                                  f"{unknown_name_error('metrics.jsonl key', m['metric'], metrics_schema.KEYS)}")
         average = table["setup"].get("average_column")
         if average is not None and average not in table["columns"]:
             raise ConfigError(f"{path.name}: setup.average_column '{average}' is not one of the columns")

@@ -13,7 +13,6 @@ import torch
 
 from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.config import canonical_hash, evaluation_settings, resolve_run
-from opdbench.errors import ConfigError
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
@@ -91,14 +90,15 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
 def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data_dir: str | Path,
           student: str | Path, teacher: str | Path, out_dir: str | Path, methods_dir: str | Path,
           threads: int = 1) -> None:
-    from opdbench.engines.local import LocalEngine
+    from opdbench.engines import check_capabilities, get_engine
     from opdbench.registry import get_method_class
 
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     run = resolve_run(config, task_name, run_name, seed, methods_dir)
-    if run["train"]["engine"] != "local":
-        raise ConfigError(f"engine '{run['train']['engine']}' is not available; valid: local")
+    engine_cls = get_engine(run["train"]["engine"])
+    method_cls = get_method_class(run["method"], methods_dir)
+    check_capabilities([(run_name, method_cls, run["train"]["engine"])])  # the workflow checked it at start-up
     model_dir = out_dir / "model"  # weights, then model.json and run.json (atomic): see build_model
     finished = _finished_before(out_dir, model_dir, run)
     if finished is not None:
@@ -108,9 +108,9 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
               "its weights are intact, writing its records without retraining")
         steps, train_seconds = finished["steps"], finished["train_seconds"]
     else:
-        method = get_method_class(run["method"], methods_dir)(run["hparams"], run["train"], seed)
+        method = method_cls(run["hparams"], run["train"], seed)
         rows = read_jsonl(Path(data_dir) / "train.jsonl")
-        engine = LocalEngine(run, load_task(config, task_name), rows, str(student), str(teacher), method, out_dir,
+        engine = engine_cls(run, load_task(config, task_name), rows, str(student), str(teacher), method, out_dir,
                              device=run["train"]["device"])
         t0 = time.time()
         steps = len(engine.train())  # exactly one metrics row per step, or an error

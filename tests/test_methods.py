@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from opdbench.engines.losses import batch_loss
 from opdbench.method import Progress, StudentOutput
 from opdbench.registry import get_method_class
 
@@ -30,7 +31,13 @@ def on_policy(logOld, topk=None):
 def run(m, batch, student, step=0, total=10):
     progress = Progress(step, total)
     m.prepare(batch, progress)
-    return m.loss(batch, student, progress)
+    return loss_of(m, batch, student, progress)
+
+
+def loss_of(m, batch, student, progress):
+    """The method's loss terms aggregated over the batch, as the engine does, and its diagnostics."""
+    terms, diag = m.loss(batch, student, progress)
+    return batch_loss(terms), diag
 
 
 def opd_loss(batch, logOld):
@@ -187,7 +194,7 @@ def test_uniopd_spread_margin_calibration_by_hand():
     assert batch.extras["margin_shift"].tolist() == pytest.approx([-0.4, 0.4, -0.4, 0.425, -0.425, -0.425])
     adv = batch.extras["advantage"]
     assert adv[1].tolist() == pytest.approx([0.4, -1.6])
-    loss, _ = m.loss(batch, on_policy(batch.logOld), Progress(0, 1))
+    loss, _ = loss_of(m, batch, on_policy(batch.logOld), Progress(0, 1))
     assert loss.item() == pytest.approx(-(adv.sum().item()) / 12, rel=1e-6)
 
 
@@ -229,7 +236,7 @@ def test_uniopd_margin_averages_every_response_token_outliers_included():
     assert batch.extras["margin_shift"][:3].tolist() == pytest.approx([-2.9, 2.9, -2.9])
     adv = batch.extras["advantage"]
     assert adv[1].tolist() == pytest.approx([2.9, -9.1])
-    loss, _ = m.loss(batch, on_policy(batch.logOld), Progress(0, 1))
+    loss, _ = loss_of(m, batch, on_policy(batch.logOld), Progress(0, 1))
     keep = batch.extras["loss_tokens"]  # seq-mean-token-mean over the kept tokens (11 of 12 here: token-mean)
     assert loss.item() == pytest.approx(-((adv * keep).sum() / keep.sum()).item(), rel=1e-6)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from opdbench.blocks import aggregate, clipped_policy_loss, log_ratio_credit
+from opdbench.engines.losses import batch_loss
 from opdbench.method import Progress, StudentOutput
 from opdbench.registry import get_method_class
 
@@ -59,7 +60,8 @@ def test_opd_loss_by_hand_and_gradient_only_through_ratio():
     batch = scored_batch(logOld, logT, mask)
     logS = logOld.clone().requires_grad_(True)  # on-policy: rho = 1
     student = StudentOutput(logS=logS)
-    loss, diag = method.loss(batch, student, Progress(0, 10))
+    terms, diag = method.loss(batch, student, Progress(0, 10))
+    loss = batch_loss(terms)  # the engine's aggregation of the method's per-token terms
     R = [[0.5, -1.0, 0.0], [0.1, -1.0, 0.0]]
     assert torch.allclose(diag["credit"], torch.tensor(R))
     # J = sum rho*R / #tokens = (0.5 - 1 + 0 + 0.1 - 1) / 5; loss = -J
@@ -75,6 +77,6 @@ def test_opd_teacher_equal_student_gives_zero_loss_and_gradient():
     logOld = torch.log(torch.tensor([[0.3, 0.6]]))
     batch = scored_batch(logOld, logOld.clone(), torch.ones(1, 2))
     logS = logOld.clone().requires_grad_(True)
-    loss, _ = OPD({}, BASE).loss(batch, StudentOutput(logS), Progress(0, 1))
+    loss = batch_loss(OPD({}, BASE).loss(batch, StudentOutput(logS), Progress(0, 1))[0])
     loss.backward()
     assert loss.item() == 0.0 and logS.grad.abs().max().item() == 0.0

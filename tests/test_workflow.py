@@ -247,8 +247,8 @@ class HalfOPD(Method):
 
     def loss(self, mb, student, progress):
         credit = self.hp["scale"] * log_ratio_credit(mb.logT, mb.logOld)
-        loss, stats = self.policy_gradient(mb, student, advantages=credit)
-        return loss, {"credit": credit, **stats}
+        pg, stats = self.policy_gradient(mb, student, advantages=credit)
+        return [pg], {"credit": credit, **stats}
 '''
 
 

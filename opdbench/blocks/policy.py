@@ -14,19 +14,9 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tens
     seq-mean-token-sum: mean over sequences of each sequence's token sum;
     token-sum: plain sum (the OPD reference recipe's sum over tokens).
     """
-    mask = mask.to(values.dtype)
-    if mode == "token-mean":
-        return (values * mask).sum() / mask.sum().clamp(min=1.0)
-    if mode == "seq-mean-token-mean":
-        per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-        has_tokens = (mask.sum(-1) > 0).to(values.dtype)
-        return (per_seq * has_tokens).sum() / has_tokens.sum().clamp(min=1.0)
-    if mode == "seq-mean-token-sum":
-        has_tokens = (mask.sum(-1) > 0).to(values.dtype)
-        return (values * mask).sum(-1).sum() / has_tokens.sum().clamp(min=1.0)
-    if mode == "token-sum":
-        return (values * mask).sum()
-    raise ValueError(f"unknown loss_agg_mode '{mode}'; valid: {', '.join(AGG_MODES)}")
+    from opdbench.engines.losses import LossTerm, batch_loss  # the one aggregation (engines use it per piece)
+
+    return batch_loss([LossTerm(values, mask, mode)])
 
 
 def clipped_policy_loss(

@@ -11,8 +11,12 @@ from opdbench.resources import resources_of
 
 METHODS_DIR = Path(workflow.basedir) / config["methods_dir"]
 
+# Without --sdm (conda, apptainer, env modules) the jobs run in this Python, so the
+# generation backend they need is checked here; otherwise the job checks it in its env.
+_JOBS_RUN_HERE = not workflow.deployment_settings.deployment_method
 try:
-    validate_config(config, METHODS_DIR, command_line=tuple(workflow.config_settings.overwrite_config or ()))
+    validate_config(config, METHODS_DIR, command_line=tuple(workflow.config_settings.overwrite_config or ()),
+                    jobs_run_here=_JOBS_RUN_HERE)
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
