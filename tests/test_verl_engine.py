@@ -1,20 +1,18 @@
 """The verl engine's launch and outputs on CPU: its inputs and launch script, verl's metrics in the
-suite's keys, the checkpoint merge command, the plugin's loss entry point and its aggregation."""
+suite's keys, the checkpoint merge command, the plugin's batch read from verl's micro-batch."""
 import json
 import subprocess
-from dataclasses import dataclass
 from unittest import mock
 
 import pytest
 import torch
 
 from conftest import METHODS_DIR, REPO, tiny
-from opdbench.blocks.policy import AGG_MODES, aggregate
 from opdbench.config import load_yaml, resolve_run
 from opdbench.engines.verl import launch
 from opdbench.engines.verl.engine import VerlEngine
 from opdbench.engines.verl.overrides import TRAINER_MODULE, loss_name
-from opdbench.engines.verl.plugin import RUN_ENV, register_losses, verl_per_token
+from opdbench.engines.verl.plugin import RUN_ENV, register_losses
 from opdbench.errors import ConfigError
 from opdbench.registry import get_method_class, load_methods
 from opdbench.tasks.base import get_task
@@ -36,7 +34,8 @@ def engine(tmp_path, method="opd", device="cuda"):
 
 
 def test_a_method_needing_what_verl_lacks_or_a_cpu_device_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="method 'eopd' needs teacher_entropy, teacher_topk, which the verl engine"):
+    with pytest.raises(ConfigError, match="method 'eopd' needs 'teacher_entropy', which engine 'verl' does not provide "
+                                         r"\(engines that provide it: local\)"):
         engine(tmp_path, "eopd")
     with pytest.raises(ConfigError, match="base.device"):
         engine(tmp_path, "opd", device="cpu")
@@ -113,40 +112,6 @@ def test_the_entry_point_registers_every_method_as_a_verl_loss():
         assert loss_name(method) in DISTILLATION_LOSS_REGISTRY
         assert get_distillation_loss_settings(loss_name(method)).use_estimator  # the sampled-token teacher mode
     assert register_losses() == []  # idempotent: a second import registers nothing twice
-
-
-@dataclass
-class Term:  # issue 14's loss term (opdbench.engines.losses.LossTerm): per-token values, mask, mode, weight
-    per_token: torch.Tensor
-    mask: torch.Tensor
-    agg: str
-    weight: float = 1.0
-
-
-@pytest.mark.parametrize("mode", AGG_MODES)
-def test_the_per_token_losses_verl_sums_are_the_methods_aggregate_over_the_global_batch(mode):
-    """Two micro-batches of one mini-batch: verl's token-sum agg_loss of each piece's per-token
-    matrix, summed, is the suite's aggregate over the whole mini-batch (weight included)."""
-    from verl.trainer.ppo.core_algos import agg_loss
-
-    g = torch.Generator().manual_seed(0)
-    values = torch.randn(6, 5, generator=g, dtype=torch.float64)
-    mask = (torch.rand(6, 5, generator=g) > 0.3).double()
-    mask[:, 0] = 1  # every response has a token
-    expected = 0.5 * aggregate(values, mask, mode)
-    info = {"dp_size": 1, "batch_num_tokens": mask.sum().item(), "global_batch_size": 6}
-    total = 0.0
-    for piece in (slice(0, 2), slice(2, 6)):
-        m = verl_per_token([Term(values[piece], mask[piece], mode, 0.5)], mask[piece], info)
-        total = total + agg_loss(m, mask[piece], "token-sum", **info)
-    assert torch.allclose(total, expected)
-
-
-def test_a_term_over_another_mask_is_refused():
-    mask = torch.ones(2, 3)
-    info = {"dp_size": 1, "batch_num_tokens": 6, "global_batch_size": 2}
-    with pytest.raises(ValueError, match="other than verl's response mask"):
-        verl_per_token([Term(torch.ones(2, 3), torch.tensor([[1.0, 0, 0], [1, 1, 1]]), "token-mean")], mask, info)
 
 
 def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_losses_read_it():

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from opdbench.atomic import atomic_dir, atomic_write_text
+from opdbench.engines import check_capabilities, register_engine
 from opdbench.engines.verl import data, launch
 from opdbench.engines.verl.overrides import VerlResources, verl_overrides
 from opdbench.errors import ConfigError
 
 
+@register_engine("verl")
 class VerlEngine:
-    name = "verl"
     # From opdbench.method.SCORING_NEEDS, what verl 0.9.1 gives a loss: none beyond the teacher's
     # log-prob of each sampled token. Its teacher loop returns either those or top-k log-probs in a
     # run, not both (teacher_topk methods need both); no teacher entropy, teacher-written prefixes or
@@ -31,10 +32,7 @@ class VerlEngine:
 
     def __init__(self, run: dict[str, Any], task, train_rows: list[dict[str, Any]], student_ref: str,
                  teacher_ref: str, method, out_dir: Path, device: str = "cuda"):
-        missing = sorted(set(method.needs) - self.capabilities)
-        if missing:
-            raise ConfigError(f"method '{method.name}' needs {', '.join(missing)}, which the verl engine does not "
-                              f"provide (verl 0.9.1); run it with base.engine: local")
+        check_capabilities([(run["run_name"], type(method), self.name)])  # the registry's message
         if device == "cpu":
             raise ConfigError("config key 'base.device': the verl engine runs on GPUs (vLLM rollout and teacher); "
                               "set base.device: cuda, or base.engine: local for CPU")

@@ -139,7 +139,9 @@ def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | P
         f"actor_rollout_ref.actor.fsdp_config.model_dtype={DTYPES[train['dtype']]}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={train['mini_batch_size'] // n}",
         f"actor_rollout_ref.actor.ppo_epochs={train['ppo_epochs']}",
-        "actor_rollout_ref.actor.shuffle=True",
+        # mini-batches as contiguous rows, so the loss terms' global normalisers can be counted
+        # for them before the update (plugin.minibatch_rows, prepare_update)
+        "actor_rollout_ref.actor.shuffle=False",
         f"actor_rollout_ref.actor.data_loader_seed={seed}",
         "actor_rollout_ref.actor.use_dynamic_bsz=True",
         f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={max(16384, max_len)}",

@@ -4,9 +4,10 @@ registers ``opdbench_<method>`` for every method file with
 ``verl.trainer.distillation.losses.register_distillation_loss``.
 
 verl calls a registered loss as ``fn(config, distillation_config, model_output, data)`` on one
-micro-batch and expects per-token losses [B, R] back, which it aggregates with
-``actor.loss_agg_mode`` over the global batch (``agg_loss``) and backpropagates
-(``use_policy_gradient: false``, ``overrides.py``). The run (method, hyperparameters, seed) reaches
+micro-batch and expects per-token losses [B, R] back, which it sums (``agg_loss`` in
+``token-sum``, times ``dp_size``) and backpropagates (``use_policy_gradient: false``,
+``overrides.py``). The method's batch-level state and each loss term's normalisers over the global
+mini-batch reach every micro-batch as extra batch keys (``prepare_update``). The run (method, hyperparameters, seed) reaches
 the Ray workers as the JSON file named by ``OPDBENCH_VERL_RUN`` (``launch.py`` forwards it).
 
 verl swallows an exception raised while a plugin loads (it logs it at debug level), so this module
@@ -46,29 +47,82 @@ def run_method(name: str):
     return get_method_class(name, methods_dir())(run["hparams"], run["train"], run["seed"])
 
 
+NORM_TOKENS = "opdbench_norm_tokens"  # [B, n_terms]: each term's token count over the row's global mini-batch
+NORM_SEQS = "opdbench_norm_seqs"  # [B, n_terms]: its count of sequences with a token there
+ENTROPY = "opdbench_entropy"  # [B, R]: the rollout policy's entropy (verl's old-log-prob pass)
+EXTRA = "opdbench_extra_"  # + name: Method.prepare's batch.extras, one row per rollout
+
+
+def minibatch_rows(n_rows: int, mini_batch_size: int, dp_size: int) -> list["torch.Tensor"]:
+    """The rows of each global mini-batch (one optimizer step) as verl 0.9.1 forms them with
+    ``actor.shuffle=False``: the dispatch gives rank r the r-th contiguous chunk of the batch, a rank
+    splits its chunk into contiguous local mini-batches of ``mini_batch_size / dp_size`` rows
+    (``tu.make_iterator``), and the j-th global mini-batch is the ranks' j-th local ones together."""
+    import torch
+
+    if n_rows % dp_size or mini_batch_size % dp_size or (n_rows // dp_size) % (mini_batch_size // dp_size):
+        raise ValueError(f"{n_rows} rows do not split into mini-batches of {mini_batch_size} over {dp_size} ranks")
+    chunk, local = n_rows // dp_size, mini_batch_size // dp_size
+    return [torch.cat([torch.arange(r * chunk + j * local, r * chunk + (j + 1) * local) for r in range(dp_size)])
+            for j in range(chunk // local)]
+
+
+def prepare_update(method, batch, progress, minibatches) -> dict[str, "torch.Tensor"]:
+    """What the loss of every micro-batch needs from the whole rollout batch, as per-row batch keys:
+    ``Method.prepare`` on the whole batch (its extras), the rollout entropy, and each loss term's
+    normalisers over the row's global mini-batch (``losses.normalisers``). Term masks are detached
+    functions of the scored batch, so they are taken here from ``Method.loss`` without a gradient
+    (the student's log-probs stand in as the rollout's)."""
+    import torch
+
+    from opdbench.engines.losses import normalisers
+    from opdbench.method import StudentOutput
+
+    method.prepare(batch, progress)
+    tokens = seqs = None
+    with torch.no_grad():
+        for rows in minibatches:
+            mb = batch.select(rows)
+            terms, _ = method.loss(mb, StudentOutput(logS=mb.logOld), progress)
+            norms = normalisers([terms])
+            if tokens is None:
+                tokens = batch.logOld.new_zeros(batch.logOld.shape[0], len(norms))
+                seqs = torch.zeros_like(tokens)
+            tokens[rows] = torch.stack([n.tokens for n in norms]).to(tokens.dtype)
+            seqs[rows] = torch.stack([n.seqs for n in norms]).to(seqs.dtype)
+    return {NORM_TOKENS: tokens, NORM_SEQS: seqs, ENTROPY: batch.entropy,
+            **{EXTRA + name: value for name, value in batch.extras.items()}}
+
+
+def _padded(tensor, fill=0.0):
+    return tensor.to_padded_tensor(fill) if getattr(tensor, "is_nested", False) else tensor
+
+
 def suite_batch(model_output: dict[str, Any], data) -> dict[str, Any]:
     """The per-token tensors of one verl micro-batch, padded to [B, R] as the suite's batches are:
     the current student's log-probs (with gradient), the rollout policy's, the teacher's (its
-    sampled-token mode: one log-prob per position), the response mask, and the rollout group ids."""
+    sampled-token mode: one log-prob per position), the response mask, the rollout group ids, and
+    what ``prepare_update`` added (rollout entropy, the method's extras)."""
     from verl.workers.utils.padding import no_padding_2_padding
-
-    def padded(tensor, fill=0.0):
-        return tensor.to_padded_tensor(fill) if tensor.is_nested else tensor
 
     mask = data["response_mask"]
     mask = (mask.to_padded_tensor(False) if mask.is_nested else mask).float()
     out = {"logS": no_padding_2_padding(model_output["log_probs"], data),
-           "logOld": padded(data["old_log_probs"]),
+           "logOld": _padded(data["old_log_probs"]),
            "logT": no_padding_2_padding(data["teacher_logprobs"], data).squeeze(-1),
            "mask": mask}
-    if "entropy" in model_output:  # the current student's (actor.calculate_entropy), no gradient
-        out["entropy"] = no_padding_2_padding(model_output["entropy"], data).detach()
+    keys = list(data.keys())
+    if ENTROPY in keys:
+        out["entropy"] = _padded(data[ENTROPY])
+    extras = {key[len(EXTRA):]: _padded(data[key]) for key in keys if isinstance(key, str) and key.startswith(EXTRA)}
     shapes = {key: tuple(value.shape) for key, value in out.items()}
+    shapes.update({EXTRA + k: tuple(v.shape) for k, v in extras.items() if v.dim() == 2})
     if len(set(shapes.values())) != 1:
         raise ValueError(f"verl's micro-batch tensors disagree in shape: {shapes}")
     uids = data.get("uid", None) if hasattr(data, "get") else None
     ids = {uid: i for i, uid in enumerate(dict.fromkeys(uids))} if uids is not None else None
     out["group"] = [ids[uid] for uid in uids] if ids is not None else list(range(mask.shape[0]))
+    out["extras"] = extras
     return out
 
 
@@ -92,40 +146,56 @@ def register_losses(directory: Path | None = None) -> list[str]:
     return names
 
 
-def verl_per_token(terms, response_mask, data) -> "torch.Tensor":
-    """The method's loss terms of one micro-batch as the per-token matrix [B, R] whose verl
-    ``token-sum`` aggregation (``masked_sum(M, response_mask) * dp_size``, the mode the overrides
-    set) is this micro-batch's share of ``sum_i weight_i * aggregate_i(term_i)`` over the global
-    batch (opdbench/engines/losses.py): each term is divided by its normaliser over the global
-    mini-batch, which verl counts for the response mask (``batch_num_tokens``, ``global_batch_size``).
-    A term over another mask would need its own global count, which verl 0.9.1 does not provide."""
-    import torch
+def global_normalisers(data, n_terms: int) -> list:
+    """The normalisers ``prepare_update`` attached to the micro-batch's rows (all rows of a
+    micro-batch belong to one global mini-batch, so they agree)."""
+    from opdbench.engines.losses import Normaliser
 
-    dp_size = float(data["dp_size"])
-    tokens, seqs = float(data["batch_num_tokens"]), float(data["global_batch_size"])
-    total = torch.zeros_like(response_mask, dtype=terms[0].per_token.dtype)
-    for i, term in enumerate(terms):
+    keys = list(data.keys())
+    if NORM_TOKENS not in keys or NORM_SEQS not in keys:
+        raise RuntimeError(f"verl's micro-batch has no '{NORM_TOKENS}': the run's trainer must call "
+                           f"opdbench.engines.verl.plugin.prepare_update on the rollout batch before the update")
+    tokens, seqs = data[NORM_TOKENS], data[NORM_SEQS]
+    if tokens.shape[-1] != n_terms:
+        raise ValueError(f"the method gave {n_terms} loss terms here but {tokens.shape[-1]} when its "
+                         f"normalisers were counted over the mini-batch")
+    if not (_same_rows(tokens) and _same_rows(seqs)):
+        raise ValueError("a micro-batch mixes rows of different mini-batches (verl's actor.shuffle must be False)")
+    return [Normaliser(tokens[0, i], seqs[0, i]) for i in range(n_terms)]
+
+
+def _same_rows(t) -> bool:
+    return bool((t == t[:1]).all())
+
+
+def verl_per_token(terms, norms) -> "torch.Tensor":
+    """The method's loss terms of one micro-batch as the per-token matrix [B, R] whose sum over the
+    response tokens is the micro-batch's share of the mini-batch loss, ``aggregate_terms(terms,
+    norms)`` (opdbench/engines/losses.py; term masks lie inside the response mask). verl's
+    ``token-sum`` ``agg_loss`` (the mode the overrides set) sums it and multiplies by ``dp_size``,
+    which undoes FSDP's averaging of gradients over ranks: the update is the mini-batch loss's."""
+    total = None
+    for term, norm in zip(terms, norms, strict=True):
         mask = term.mask.to(term.per_token.dtype)
-        if not torch.equal(mask.bool(), response_mask.bool()):
-            raise ValueError(f"loss term {i} ({term.agg}) counts over a mask other than verl's response mask; "
-                             f"verl 0.9.1 gives global counts for the response mask only")
         values = term.per_token * mask
         if term.agg == "token-mean":
-            values = values / tokens
+            values = values / norm.tokens.clamp(min=1.0)
         elif term.agg == "seq-mean-token-mean":
-            values = values / mask.sum(-1, keepdim=True).clamp(min=1.0) / seqs
+            values = values / mask.sum(-1, keepdim=True).clamp(min=1.0) / norm.seqs.clamp(min=1.0)
         elif term.agg == "seq-mean-token-sum":
-            values = values / seqs
+            values = values / norm.seqs.clamp(min=1.0)
         elif term.agg != "token-sum":
-            raise ValueError(f"loss term {i}: unknown aggregation '{term.agg}'")
-        total = total + term.weight * values
-    return total / dp_size
+            raise ValueError(f"unknown loss_agg_mode '{term.agg}'")
+        values = term.weight * values
+        total = values if total is None else total + values
+    return total
 
 
 def method_loss(method: str, config, distillation_config, model_output, data):
     """verl's loss entry point for ``method``: verl's micro-batch as the suite's scored batch,
-    ``Method.loss`` on it, its terms as per-token losses (``verl_per_token``) and the mean of
-    each per-token diagnostic over the response tokens as a metric."""
+    the same ``Method.loss`` the local engine calls, its terms with the mini-batch's normalisers as
+    per-token losses (``verl_per_token``), and the mean of each per-token diagnostic over the
+    response tokens as a metric."""
     import torch
 
     from opdbench.method import Progress, ScoredBatch, StudentOutput
@@ -134,19 +204,24 @@ def method_loss(method: str, config, distillation_config, model_output, data):
     m = suite_batch(model_output, data)
     mask = m["mask"]
     ids = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
-    # verl's micro-batch has no suite Sequences: the method's loss reads only its response mask.
+    # verl's micro-batch has no suite Sequences: the methods read only its response mask.
     seqs = Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask)
     entropy = m["entropy"] if "entropy" in m else torch.zeros_like(mask)
-    batch = ScoredBatch(seqs, m["logOld"], m["logT"], entropy, torch.tensor(m["group"], device=mask.device), {})
+    batch = ScoredBatch(seqs, m["logOld"], m["logT"], entropy, torch.tensor(m["group"], device=mask.device),
+                        m["extras"])
     step = int(data["global_steps"]) - 1  # verl counts steps from 1
-    total = int(json.loads(Path(os.environ[RUN_ENV]).read_text())["run"]["train"]["steps"])
-    terms, diag = run_method(method).loss(batch, StudentOutput(logS=m["logS"]), Progress(step, total))
+    terms, diag = run_method(method).loss(batch, StudentOutput(logS=m["logS"]), Progress(step, run_steps()))
     if not isinstance(terms, list):
-        raise TypeError(f"verl loss '{loss_name(method)}': Method.loss must return its per-token loss terms "
-                        f"(issue 14's contract), not {type(terms).__name__}")
+        raise TypeError(f"verl loss '{loss_name(method)}': Method.loss must return its loss terms "
+                        f"(opdbench.engines.losses.LossTerm), not {type(terms).__name__}")
+    per_token = verl_per_token(terms, global_normalisers(data, len(terms)))
     metrics = {f"opdbench/{key}": ((value.detach() * mask).sum() / mask.sum().clamp(min=1)).item()
                for key, value in diag.items() if value.shape == mask.shape}
-    return verl_per_token(terms, mask, data), metrics
+    return per_token, metrics
+
+
+def run_steps() -> int:
+    return int(json.loads(Path(os.environ[RUN_ENV]).read_text())["run"]["train"]["steps"])
 
 
 try:  # verl imports this module through the entry point: register then; without verl, nothing to do
