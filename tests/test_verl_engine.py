@@ -1,13 +1,14 @@
 """The verl engine's launch and outputs on CPU: its inputs and launch script, verl's metrics in the
 suite's keys, the checkpoint merge command, the plugin's batch read from verl's micro-batch."""
 import json
+import re
 import subprocess
 from unittest import mock
 
 import pytest
 import torch
 
-from conftest import METHODS_DIR, REPO, tiny
+from conftest import MICRO_CONFIG, METHODS_DIR, REPO, run_snakemake, tiny
 from opdbench.config import load_yaml, resolve_run
 from opdbench.engines.verl import launch
 from opdbench.engines.verl.engine import VerlEngine
@@ -144,3 +145,20 @@ def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_l
     k1, _ = compute_distillation_loss_reverse_kl_estimator(None, config, {"log_probs": jagged(full)}, data)
     m = batch["mask"].bool()
     assert torch.allclose(k1[m], (batch["logS"] - batch["logT"])[m])
+
+
+def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_cannot_run(tmp_path):
+    """base.engine: verl with its base.verl block passes the config schema and the start-up checks
+    for OPD and REOPOLD; adding EOPD stops `snakemake -n` with the registry's message."""
+    overlay = tmp_path / "verl.yaml"
+    verl_base = ("base: {engine: verl, device: cuda, verl: {nnodes: 1, student_gpus_per_node: 2, "
+                 "teacher_gpus_per_node: 2, rollout_tp: 2, teacher_tp: 1, gpu_memory_utilization: 0.6}}\n")
+    overlay.write_text(verl_base + "methods: [opd, reopold]\n")
+    proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300)
+    assert re.search(r"^train\s+\d+$", proc.stdout, re.M), proc.stdout[-3000:]  # the train jobs are planned
+    overlay.write_text(verl_base + "methods: [opd, eopd]\n")
+    proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert ("method 'eopd' needs 'teacher_entropy', which engine 'verl' does not provide "
+            "(engines that provide it: local); config key 'base.engine'") in out, out[-3000:]
