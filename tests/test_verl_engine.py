@@ -122,7 +122,8 @@ def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_l
     from verl.trainer.distillation.losses import compute_distillation_loss_reverse_kl_estimator
     from verl.workers.config import DistillationConfig, DistillationLossConfig
 
-    from opdbench.engines.verl.plugin import suite_batch
+    from opdbench.engines.verl.plugin import scored_batch
+    from verl.workers.utils.padding import no_padding_2_padding
 
     def jagged(rows):
         return torch.nested.nested_tensor(rows, layout=torch.jagged)
@@ -136,15 +137,17 @@ def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_l
                        "response_mask": jagged([torch.ones(r) for r in responses]),
                        "old_log_probs": jagged([torch.full((r,), -1.0) for r in responses]),
                        "teacher_logprobs": jagged(teacher)}, batch_size=[2])
-    batch = suite_batch({"log_probs": jagged(full)}, data)
-    assert batch["mask"].tolist() == [[1, 1, 0], [1, 1, 1]] and batch["group"] == [0, 1]
+    logS = no_padding_2_padding(jagged(full), data)
+    batch = scored_batch(data, logS.shape[1])
+    assert batch.mask.tolist() == [[1, 1, 0], [1, 1, 1]] and batch.group.tolist() == [0, 1]
     # the log-prob of response token t sits at position prompt + t - 1 of the unpadded sequence
-    assert batch["logS"][0, :2].tolist() == full[0][2:4].tolist() and batch["logS"][1].tolist() == full[1][1:4].tolist()
-    assert batch["logOld"][1].tolist() == [-1.0] * 3
+    assert logS[0, :2].tolist() == full[0][2:4].tolist() and logS[1].tolist() == full[1][1:4].tolist()
+    assert batch.logT[0, :2].tolist() == teacher[0][2:4, 0].tolist() and batch.logT[0, 2] == 0
+    assert batch.logOld[1].tolist() == [-1.0] * 3
     config = DistillationConfig(distillation_loss=DistillationLossConfig(loss_mode="k1"))
     k1, _ = compute_distillation_loss_reverse_kl_estimator(None, config, {"log_probs": jagged(full)}, data)
-    m = batch["mask"].bool()
-    assert torch.allclose(k1[m], (batch["logS"] - batch["logT"])[m])
+    m = batch.mask.bool()
+    assert torch.allclose(k1[m], (logS - batch.logT)[m])
 
 
 def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_cannot_run(tmp_path):

@@ -1,7 +1,9 @@
 """verl's loss entry point against the local engine: for every method verl can run (its needs within
 VerlEngine.capabilities), with its variants and every loss_agg_mode, verl's distillation loss on a
 hand-built fp32 batch split over 2 data-parallel ranks and single-row micro-batches gives the local
-engine's mini-batch loss and gradient (opdbench.engines.losses.batch_loss)."""
+engine's mini-batch loss and gradient (opdbench.engines.losses.batch_loss), the method's batch
+preparation and the terms' normalisers coming from the registered trainer's ``update_keys`` on
+verl's whole batch."""
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +13,7 @@ from conftest import METHODS_DIR, REPO
 from opdbench.blocks.policy import AGG_MODES
 from opdbench.config import load_yaml, resolve_run
 from opdbench.engines.losses import batch_loss
-from opdbench.engines.verl import launch, plugin
+from opdbench.engines.verl import launch, plugin, trainer
 from opdbench.engines.verl.engine import VerlEngine
 from opdbench.engines.verl.overrides import loss_name
 from opdbench.method import Progress, ScoredBatch, StudentOutput
@@ -100,9 +102,10 @@ def test_verls_loss_entry_point_gives_the_local_engines_loss_and_gradient(tmp_pa
     local = cls(run["hparams"], run["train"], 0)
     batch = scored(mask, logOld, logT, entropy)
     local.prepare(batch, progress)
-    # verl: the trainer's prepare_update, then each rank's micro-batches through verl's distillation loss
-    keys = plugin.prepare_update(cls(run["hparams"], run["train"], 0), scored(mask, logOld, logT, entropy),
-                                 progress, minibatches)
+    # verl: the registered trainer's preparation on verl's whole batch, then each rank's micro-batches
+    # through verl's distillation loss
+    _, fields = micro_batch(list(range(B)), base, logOld, logT, mask, {"entropy": entropy}, step, {})
+    keys = trainer.update_keys(fields, cls(run["hparams"], run["train"], 0), progress, MINI, DP)
     settings = DistillationConfig(distillation_loss=DistillationLossConfig(  # as overrides.py sets them
         loss_mode=loss_name(method), use_task_rewards=False, use_policy_gradient=False, loss_max_clamp=None,
         log_prob_min_clamp=None))
@@ -129,9 +132,20 @@ def test_verls_loss_entry_point_gives_the_local_engines_loss_and_gradient(tmp_pa
         assert expected_grad.abs().sum() > 0
 
 
-def test_the_mini_batches_are_verls_rows_per_rank():
-    rows = plugin.minibatch_rows(8, 4, 2)
-    assert [r.tolist() for r in rows] == [[0, 1, 4, 5], [2, 3, 6, 7]]
+def test_the_mini_batches_are_the_rows_verls_iterator_gives_each_rank():
+    """The dispatch hands rank r the r-th contiguous chunk; verl's own make_iterator (shuffle off, as
+    overrides.py sets it) splits it; global mini-batch j is every rank's j-th."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+
+    n, mini, dp, epochs = 16, 8, 2, 2
+    batch = TensorDict({"row": torch.arange(n)}, batch_size=[n])
+    per_rank = [[mb["row"].tolist() for mb in tu.make_iterator(chunk, mini // dp, epochs, seed=1 + rank,
+                                                                dataloader_kwargs={"shuffle": False})]
+                for rank, chunk in enumerate(batch.chunk(dp))]
+    expected = [sorted(sum((rows[j] for rows in per_rank), [])) for j in range(len(per_rank[0]))]
+    rows = [r.tolist() for r in plugin.minibatch_rows(n, mini, dp)]
+    assert expected == rows * epochs
     with pytest.raises(ValueError, match="do not split"):
         plugin.minibatch_rows(8, 3, 2)
 

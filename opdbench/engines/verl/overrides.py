@@ -21,6 +21,8 @@ from typing import Any
 
 from opdbench.errors import ConfigError
 
+TRAINER_MODE = "opdbench"  # the registered trainer (trainer.py)
+
 # verl's trainer module and its Hydra config (the same name the launch and the tests use).
 TRAINER_MODULE = "verl.trainer.main_ppo"
 CONFIG_NAME = "ppo_trainer"
@@ -195,6 +197,8 @@ def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | P
         "trainer.test_freq=-1",
         "trainer.val_before_train=False",
         "trainer.resume_mode=auto",
+        # verl's synchronous trainer with the method's batch preparation before each update (trainer.py)
+        f"trainer.v1.trainer_mode={TRAINER_MODE}",
         f"trainer.default_local_dir={out_dir / 'verl_checkpoints'}",
         "trainer.project_name=opdbench",
         f"trainer.experiment_name={run['task']}-{run['run_name']}-seed{seed}",

@@ -32,18 +32,24 @@ def methods_dir() -> Path:
     return Path(os.environ.get(METHODS_ENV) or DEFAULT_METHODS_DIR)
 
 
+def run_file() -> dict[str, Any]:
+    """The run being trained (``launch.write_run_file``), named by ``OPDBENCH_VERL_RUN``."""
+    path = os.environ.get(RUN_ENV)
+    if not path:
+        raise RuntimeError(f"{RUN_ENV} is not set in this process; launch the run with its script "
+                           f"(opdbench.engines.verl.launch), which forwards it to Ray's workers")
+    return json.loads(Path(path).read_text())["run"]
+
+
 @functools.lru_cache(maxsize=None)
 def run_method(name: str):
     """The Method instance of the run being trained (one per process), checked against ``name``."""
     from opdbench.registry import get_method_class
 
-    path = os.environ.get(RUN_ENV)
-    if not path:
-        raise RuntimeError(f"verl loss '{loss_name(name)}': {RUN_ENV} is not set in this process; launch the run "
-                           f"with its script (opdbench.engines.verl.launch), which forwards it to Ray's workers")
-    run = json.loads(Path(path).read_text())["run"]
+    run = run_file()
     if run["method"] != name:
-        raise RuntimeError(f"verl loss '{loss_name(name)}' called for a run of method '{run['method']}' ({path})")
+        raise RuntimeError(f"verl loss '{loss_name(name)}' called for a run of method '{run['method']}' "
+                           f"({os.environ[RUN_ENV]})")
     return get_method_class(name, methods_dir())(run["hparams"], run["train"], run["seed"])
 
 
@@ -94,36 +100,42 @@ def prepare_update(method, batch, progress, minibatches) -> dict[str, "torch.Ten
             **{EXTRA + name: value for name, value in batch.extras.items()}}
 
 
-def _padded(tensor, fill=0.0):
-    return tensor.to_padded_tensor(fill) if getattr(tensor, "is_nested", False) else tensor
+def _padded(tensor, width: int, fill=0.0):
+    """A response-shaped tensor as [B, width]: verl keeps some padded to max_response_len, others
+    jagged (nested) per response."""
+    import torch
+
+    if getattr(tensor, "is_nested", False):
+        return tensor.to_padded_tensor(fill, output_size=(tensor.size(0), width))
+    return torch.nn.functional.pad(tensor[:, :width], (0, max(0, width - tensor.shape[1])), value=fill)
 
 
-def suite_batch(model_output: dict[str, Any], data) -> dict[str, Any]:
-    """The per-token tensors of one verl micro-batch, padded to [B, R] as the suite's batches are:
-    the current student's log-probs (with gradient), the rollout policy's, the teacher's (its
-    sampled-token mode: one log-prob per position), the response mask, the rollout group ids, and
-    what ``prepare_update`` added (rollout entropy, the method's extras)."""
+def scored_batch(data, width: int, entropy_key: str = ENTROPY):
+    """verl's batch (a micro-batch in the loss, the rollout batch in the trainer) as the suite's
+    ``ScoredBatch`` padded to [B, width]: the rollout policy's log-probs, the teacher's (its
+    sampled-token mode: one log-prob per position of the unpadded sequence), the response mask,
+    the rollout entropy, the rollout groups (verl's ``uid``), and the extras ``prepare_update``
+    added. verl's batch has no suite ``Sequences``: the methods read only its response mask."""
+    import torch
     from verl.workers.utils.padding import no_padding_2_padding
 
-    mask = data["response_mask"]
-    mask = (mask.to_padded_tensor(False) if mask.is_nested else mask).float()
-    out = {"logS": no_padding_2_padding(model_output["log_probs"], data),
-           "logOld": _padded(data["old_log_probs"]),
-           "logT": no_padding_2_padding(data["teacher_logprobs"], data).squeeze(-1),
-           "mask": mask}
+    from opdbench.method import ScoredBatch
+    from opdbench.rollout import Sequences
+
     keys = list(data.keys())
-    if ENTROPY in keys:
-        out["entropy"] = _padded(data[ENTROPY])
-    extras = {key[len(EXTRA):]: _padded(data[key]) for key in keys if isinstance(key, str) and key.startswith(EXTRA)}
-    shapes = {key: tuple(value.shape) for key, value in out.items()}
-    shapes.update({EXTRA + k: tuple(v.shape) for k, v in extras.items() if v.dim() == 2})
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"verl's micro-batch tensors disagree in shape: {shapes}")
+    mask = _padded(data["response_mask"], width).float()
+    logT = no_padding_2_padding(data["teacher_logprobs"], data)
+    logT = _padded(logT.squeeze(-1) if logT.dim() == 3 else logT, width)
+    entropy = _padded(data[entropy_key], width) if entropy_key in keys else torch.zeros_like(mask)
+    extras = {key[len(EXTRA):]: (_padded(data[key], width) if data[key].dim() == 2 else data[key])
+              for key in keys if isinstance(key, str) and key.startswith(EXTRA)}
     uids = data.get("uid", None) if hasattr(data, "get") else None
     ids = {uid: i for i, uid in enumerate(dict.fromkeys(uids))} if uids is not None else None
-    out["group"] = [ids[uid] for uid in uids] if ids is not None else list(range(mask.shape[0]))
-    out["extras"] = extras
-    return out
+    group = [ids[uid] for uid in uids] if ids is not None else list(range(mask.shape[0]))
+    ids_ = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
+    seqs = Sequences(ids_, torch.ones_like(ids_), torch.zeros_like(ids_), ids_, mask)
+    return ScoredBatch(seqs, _padded(data["old_log_probs"], width).float() * mask, logT.float() * mask,
+                       entropy.float() * mask, torch.tensor(group, device=mask.device), extras)
 
 
 def register_losses(directory: Path | None = None) -> list[str]:
@@ -196,21 +208,15 @@ def method_loss(method: str, config, distillation_config, model_output, data):
     the same ``Method.loss`` the local engine calls, its terms with the mini-batch's normalisers as
     per-token losses (``verl_per_token``), and the mean of each per-token diagnostic over the
     response tokens as a metric."""
-    import torch
+    from verl.workers.utils.padding import no_padding_2_padding
 
-    from opdbench.method import Progress, ScoredBatch, StudentOutput
-    from opdbench.rollout import Sequences
+    from opdbench.method import Progress, StudentOutput
 
-    m = suite_batch(model_output, data)
-    mask = m["mask"]
-    ids = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
-    # verl's micro-batch has no suite Sequences: the methods read only its response mask.
-    seqs = Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask)
-    entropy = m["entropy"] if "entropy" in m else torch.zeros_like(mask)
-    batch = ScoredBatch(seqs, m["logOld"], m["logT"], entropy, torch.tensor(m["group"], device=mask.device),
-                        m["extras"])
+    logS = no_padding_2_padding(model_output["log_probs"], data)  # the current student, with gradient
+    batch = scored_batch(data, logS.shape[1])
+    mask = batch.mask
     step = int(data["global_steps"]) - 1  # verl counts steps from 1
-    terms, diag = run_method(method).loss(batch, StudentOutput(logS=m["logS"]), Progress(step, run_steps()))
+    terms, diag = run_method(method).loss(batch, StudentOutput(logS=logS), Progress(step, run_file()["train"]["steps"]))
     if not isinstance(terms, list):
         raise TypeError(f"verl loss '{loss_name(method)}': Method.loss must return its loss terms "
                         f"(opdbench.engines.losses.LossTerm), not {type(terms).__name__}")
@@ -220,13 +226,12 @@ def method_loss(method: str, config, distillation_config, model_output, data):
     return per_token, metrics
 
 
-def run_steps() -> int:
-    return int(json.loads(Path(os.environ[RUN_ENV]).read_text())["run"]["train"]["steps"])
-
-
 try:  # verl imports this module through the entry point: register then; without verl, nothing to do
     import verl.trainer.distillation.losses  # noqa: F401
 except ImportError:
     pass
 else:
     register_losses()
+    from opdbench.engines.verl import trainer
+
+    trainer.register()
