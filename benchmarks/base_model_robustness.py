@@ -54,9 +54,13 @@ def main() -> None:
     print(f"{'perturbation':<12} {'weights':<12} " + " ".join(f"{b:>10}" for b in benches))
     for row in rows:
         print(f"{row['perturbation']:<12} {row['weights'][:12]:<12} "
-              + " ".join(f"{row['scores'][b]:>10.1f}" for b in benches))
+              + " ".join(f"{row['scores'][b]:>10.1f}" for b in benches)
+              + "   sampling SE: " + ", ".join(f"{row['se'][b]:.1f}" for b in benches))
     if len(rows) > 1:
         print("spread (max - min): " + ", ".join(f"{b} {v:.1f}" for b, v in spread(rows).items()))
+    # Two equally good models differ by about sqrt(2) SE from the evaluation's sampling alone.
+    print("sampling noise of a difference (sqrt(2) x mean SE): " + ", ".join(
+        f"{b} {2 ** 0.5 * sum(r['se'][b] for r in rows) / len(rows):.1f}" for b in benches))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,27 @@ def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data:
         for bench, values in metrics["benchmarks"].items():
             scores.setdefault(bench, []).append(100 * values[f"avg@{n}"])
     return {"perturbation": perturbation, "weights": sha256_of(out / "model" / "model.safetensors"),
-            "scores": {b: sum(v) / len(v) for b, v in sorted(scores.items())}}
+            "scores": {b: sum(v) / len(v) for b, v in sorted(scores.items())},
+            "se": sampling_se([out / f"samples_seed{seed}.jsonl" for seed in eval_seeds])}
+
+
+def sampling_se(sample_files: list[str | Path]) -> dict[str, float]:
+    """The evaluation's own noise: per benchmark, the standard error (points) of a model's
+    Avg@N, mean over the given evaluations, that comes from sampling its answers. Per
+    problem, p = its correct share over all m samples of all the files; the mean over m
+    has variance p (1 - p) / (m - 1) (unbiased), and Avg@N averages P problems. Two models
+    of equal skill differ by sqrt(se_a^2 + se_b^2) on average, whatever their weights."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for path in sample_files:
+        for row in map(json.loads, Path(path).open()):
+            c = counts.setdefault(row["benchmark"], {}).setdefault(str(row["id"]), [0, 0])
+            c[0] += bool(row["correct"])
+            c[1] += 1
+    se = {}
+    for bench, problems in sorted(counts.items()):
+        var = sum((k / m) * (1 - k / m) / (m - 1) for k, m in problems.values() if m > 1)
+        se[bench] = 100 * var ** 0.5 / len(problems)
+    return se
 
 
 def spread(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """Avg@k, Pass@k and Maj@k against brute-force enumeration of every k-subset."""
 import itertools
+import json
 import random
 from collections import Counter
 from math import comb
@@ -111,3 +112,21 @@ def test_an_evaluation_summary_carries_each_benchmarks_scaling_curve():
     assert curve["maj"] == pytest.approx([(0.25 + 1) / 2, (2 / 6 + 1) / 2, 0.5])
     # p1's expected longest of K: 25, (20 + 2 * 30 + 3 * 40) / 6, 40; p2's is always 8.
     assert curve["decode_steps"] == pytest.approx([(25 + 8) / 2, (200 / 6 + 8) / 2, (40 + 8) / 2])
+
+
+def test_sampling_se_matches_the_hand_computed_noise_of_avg_at_n(tmp_path):
+    from opdbench.robustness import sampling_se
+
+    # Two evaluations (files) of 2 problems: problem a correct in 3 of 4 samples, b in 0 of 4.
+    rows = [[("a", True), ("a", False), ("b", False), ("b", False)],
+            [("a", True), ("a", True), ("b", False), ("b", False)]]
+    files = []
+    for i, evaluation in enumerate(rows):
+        path = tmp_path / f"samples{i}.jsonl"
+        path.write_text("".join(json.dumps({"benchmark": "x", "id": pid, "sample": k, "correct": c}) + "\n"
+                                for k, (pid, c) in enumerate(evaluation)))
+        files.append(path)
+    # a: p = 3/4 over m = 4 -> variance of its mean p(1-p)/(m-1) = 1/16; b: 0. Avg over P = 2.
+    assert sampling_se(files)["x"] == pytest.approx(100 * (1 / 16) ** 0.5 / 2)
+    # One file alone: a has p = 1/2 over m = 2 -> 1/4; SE = 100 * sqrt(1/4) / 2.
+    assert sampling_se(files[:1])["x"] == pytest.approx(25.0)

@@ -5,8 +5,9 @@
   tokenizer   sha256 of tokenizer.json
   models      weights sha256 of the base teacher and student, and the machine that trained
               them (CPU, torch's kernel level, BLAS/oneDNN)
-  base evals  Avg@N per benchmark and seed; per sample, the share of verdicts that agree;
-              how the answers were checked (code: runner path and endings)
+  base evals  Avg@N per benchmark and seed, the mean over seeds with the sampling noise of
+              the difference (opdbench.robustness.sampling_se); per sample, the share of
+              verdicts that agree; how the answers were checked (code: runner path, endings)
   leaderboard every Avg@N and delta cell side by side, the largest differences first
 
     python tools/compare_results.py /tmp/a/results/tiny /tmp/b/results/tiny
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opdbench.resources import sha256_of  # noqa: E402
+from opdbench.robustness import sampling_se  # noqa: E402
 
 
 def sha(path: Path) -> str:
@@ -73,7 +75,9 @@ def main() -> None:
                 m = json.loads((root / model / "model.json").read_text()).get("machine", {})
                 machines.append(f"{m.get('cpu', '?')} {m.get('torch_cpu_capability', '?')}")
             print(row(f"{role} trained on", *machines))
-            for seed_dir in sorted((a / "eval" / task / "base" / role).glob("seed*")):
+            seed_dirs = sorted((a / "eval" / task / "base" / role).glob("seed*"))
+            means = []
+            for seed_dir in seed_dirs:
                 rel = seed_dir.relative_to(a)
                 ma, mb = (json.loads((root / rel / "metrics.json").read_text()) for root in (a, b))
                 n = ma["decoding"]["n_samples"]
@@ -88,6 +92,16 @@ def main() -> None:
                 checks = [(m.get("scoring") or {}).get("checks") for m in (ma, mb)]
                 if any(checks):
                     print(row(f"{role} {seed_dir.name} checks", *checks))
+                means.append({bench: [100 * m["benchmarks"][bench][f"avg@{n}"] for m in (ma, mb)]
+                              for bench in ma["benchmarks"]})
+            if means:
+                rels = [d.relative_to(a) / "samples.jsonl" for d in seed_dirs]
+                se = [sampling_se([root / r for r in rels]) for root in (a, b)]
+                for bench in sorted(means[0]):
+                    ma_, mb_ = (sum(m[bench][i] for m in means) / len(means) for i in (0, 1))
+                    noise = (se[0][bench] ** 2 + se[1][bench] ** 2) ** 0.5
+                    print(row(f"{role} {bench} mean of {len(means)} seeds", f"{ma_:.1f}", f"{mb_:.1f}")
+                          + f"  (difference {abs(ma_ - mb_):.1f}; sampling noise of it {noise:.1f})")
     la, lb = leaderboard(a / "leaderboard.csv"), leaderboard(b / "leaderboard.csv")
     diffs = sorted(((abs(la[k] - lb[k]), k) for k in la.keys() & lb.keys()), reverse=True)
     print(f"\n[leaderboard] {len(diffs)} cells in both; largest differences (points):")
