@@ -48,8 +48,8 @@ def run_method(name: str):
 
     run = run_file()
     if run["method"] != name:
-        raise RuntimeError(f"verl loss '{loss_name(name)}' called for a run of method '{run['method']}' "
-                           f"({os.environ[RUN_ENV]})")
+        raise RuntimeError(f"method '{name}' (verl loss '{loss_name(name)}') asked for in a run of method "
+                           f"'{run['method']}' ({os.environ[RUN_ENV]})")
     return get_method_class(name, methods_dir())(run["hparams"], run["train"], run["seed"])
 
 
