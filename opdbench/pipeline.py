@@ -99,6 +99,7 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
     engine_cls = get_engine(run["train"]["engine"])
     method_cls = get_method_class(run["method"], methods_dir)
     check_capabilities([(run_name, method_cls, run["train"]["engine"])])  # the workflow checked it at start-up
+    run = _bound_to_inputs(run, student, teacher, data_dir)
     model_dir = out_dir / "model"  # weights, then model.json and run.json (atomic): see build_model
     finished = _finished_before(out_dir, model_dir, run)
     if finished is not None:
@@ -126,6 +127,24 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
 
 
 FINISHED = "finished.json"  # beside run.json, not a rule output: Snakemake does not remove it
+
+
+def _bound_to_inputs(run: dict[str, Any], student: str | Path, teacher: str | Path,
+                     data_dir: str | Path) -> dict[str, Any]:
+    """The run with what it trains from (the base models' files, the data) in its config
+    hash. Checkpoints, fixed state and the finished record carry that hash, so after a base
+    model or the data changed none of them is taken for this run's (Snakemake reruns the
+    job; without this the job would resume or reuse a run of the old base model)."""
+    run = dict(run, inputs={"student": _model_identity(Path(student)), "teacher": _model_identity(Path(teacher)),
+                            "data": dataset_hash(data_dir)})
+    run["config_hash"] = canonical_hash({k: v for k, v in run.items() if k != "config_hash"})
+    return run
+
+
+def _model_identity(model_dir: Path) -> str:
+    """A built model: the hash of its files; a pointer (paper scale): the hub id or path it names."""
+    weights = json.loads((model_dir / "model.json").read_text())["weights"]
+    return _model_files_hash(model_dir) if weights == "." else str(weights)
 
 
 def _model_files_hash(model_dir: Path) -> str:

@@ -259,3 +259,44 @@ def test_every_results_writer_is_atomic():
     allowed = {"self.student.save_pretrained(model_dir)", "self.tokenizer.save_pretrained(model_dir)",
                "model.save_pretrained(out_dir)", "tokenizer.save_pretrained(out_dir)"}
     assert [o for o in offenders if o.split(": ", 1)[1] not in allowed] == []
+
+
+def test_a_run_is_bound_to_its_base_models_and_data(tmp_path):
+    """After a base model is rebuilt (another recipe), Snakemake reruns the training job; its
+    finished record and checkpoints are then another run's and must not be reused."""
+    from opdbench.pipeline import FINISHED, _bound_to_inputs, _finished_before, _model_files_hash
+
+    def model(name: str, weights: bytes) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(weights)
+        (d / "model.json").write_text(json.dumps({"weights": "."}))
+        return d
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"sha256": {"train.jsonl": "ab"}}))
+    student, teacher = model("student", b"s1"), model("teacher", b"t")
+    settings = {"train": {"steps": 2}, "config_hash": "settings only"}
+    run = _bound_to_inputs(settings, student, teacher, data)
+    assert run["inputs"]["student"] == _model_files_hash(student)
+    assert _bound_to_inputs(settings, student, teacher, data)["config_hash"] == run["config_hash"]
+
+    out, model_dir = tmp_path / "run", tmp_path / "run" / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.safetensors").write_bytes(b"trained")
+    (out / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')
+    (out / FINISHED).write_text(json.dumps({"config_hash": run["config_hash"], "steps": 2, "train_seconds": 1.0,
+                                            "model_files": _model_files_hash(model_dir)}))
+    assert _finished_before(out, model_dir, run) is not None
+
+    (student / "model.safetensors").write_bytes(b"s2")  # the student was rebuilt
+    rebuilt = _bound_to_inputs(settings, student, teacher, data)
+    assert rebuilt["config_hash"] != run["config_hash"]
+    assert _finished_before(out, model_dir, rebuilt) is None
+    (data / "manifest.json").write_text(json.dumps({"sha256": {"train.jsonl": "cd"}}))
+    assert _bound_to_inputs(settings, student, teacher, data)["config_hash"] != rebuilt["config_hash"]
+
+    # A paper-scale pointer is identified by the model it names.
+    (teacher / "model.json").write_text(json.dumps({"weights": "org/teacher-7b"}))
+    assert _bound_to_inputs(settings, student, teacher, data)["inputs"]["teacher"] == "org/teacher-7b"
