@@ -251,6 +251,6 @@ def resolve_run(config: dict[str, Any], task: str, run_name: str, seed: int, met
     }
     run = {"task": task, "run_name": run_name, "method": method_name, "seed": seed, "mode": config["mode"],
            "train": train, "hparams": hparams, "diff_from_base": diff,
-           "code": method_code(cls)}  # an edit to the method or the training code reruns the run
+           "code": method_code(cls, train["engine"])}  # an edit to the method or its training code reruns the run
     run["config_hash"] = canonical_hash(run)
     return run

@@ -22,7 +22,7 @@ from opdbench.errors import ConfigError, unknown_name_error
 
 ENGINES: dict[str, type] = {}
 # The engines this package ships (module names under opdbench/engines/).
-BUILTIN = ("local",)
+BUILTIN = ("local", "verl")
 
 
 @runtime_checkable

@@ -24,6 +24,9 @@ RESULTS = f"results/{config['experiment']}"
 # The rules' conda env (--sdm conda): torch's CPU build, or OPDBENCH_TORCH=<build> (e.g. cu130) on a GPU node.
 _TORCH = os.environ.get("OPDBENCH_TORCH", "cpu")
 ENV = "../../envs/opdbench.yaml" if _TORCH == "cpu" else f"../../envs/opdbench-{_TORCH}.yaml"
+# Training on verl needs the lock's [verl] section (envs/verl*.yaml, docs/verl.md).
+TRAIN_ENV = ENV if config["base"]["engine"] != "verl" else (
+    "../../envs/verl.yaml" if _TORCH == "cpu" else f"../../envs/verl-{_TORCH}.yaml")
 RUNS = list(config["methods"])  # method names and variant names
 SEEDS = [int(s) for s in config["seeds"]]
 

@@ -17,6 +17,6 @@ rule train:
         settings=run_settings,
     threads: config["threads"]
     conda:
-        ENV
+        TRAIN_ENV
     script:
         "../scripts/train.py"

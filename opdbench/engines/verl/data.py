@@ -1,0 +1,46 @@
+"""A task's train prompts in verl's RL dataset schema (verl/utils/dataset/rl_dataset.py, as
+verl's examples/data_preprocess/gsm8k.py writes it): one parquet row per prompt with
+
+    data_source   the task name: verl routes a sample to its teacher by it (distillation.teacher_key)
+    prompt        the chat messages the task builds (Task.messages), as the local engine encodes them
+    ability       the task name
+    reward_model  {"style": "rule", "ground_truth": the problem row as JSON}: the task scores a
+                  response against the whole row (code problems carry their tests)
+    extra_info    {"split": "train", "index": position in train.jsonl (the suite's prompt index),
+                   "id": the row's id}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from opdbench.atomic import atomic_path
+
+COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
+
+
+def verl_rows(task, rows: list[dict[str, Any]], split: str = "train") -> list[dict[str, Any]]:
+    return [{
+        "data_source": task.name,
+        "prompt": task.messages(row),
+        "ability": task.name,
+        "reward_model": {"style": "rule", "ground_truth": json.dumps(row, sort_keys=True)},
+        "extra_info": {"split": split, "index": index, "id": row.get("id", index)},
+    } for index, row in enumerate(rows)]
+
+
+def write_parquet(task, rows: list[dict[str, Any]], path: str | Path, split: str = "train") -> Path:
+    """Write ``rows`` of ``task`` as verl's parquet at ``path`` (atomically); return the path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(verl_rows(task, rows, split))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def problem_of(ground_truth: str) -> dict[str, Any]:
+    """The problem row back from a parquet row's reward_model.ground_truth."""
+    return json.loads(ground_truth)

@@ -1,0 +1,124 @@
+"""Launching verl's trainer for a run, and reading back what it leaves: its per-step metrics in
+the suite's keys, its last checkpoint converted to HF format for evaluation.
+
+The run directory of a verl run holds
+    verl_run.json          the resolved run (the plugin's Method, in every Ray worker)
+    launch.sh              the command and its environment, for inspection and for a rerun by hand
+    verl_metrics/<k>.jsonl verl's file logger, one file per attempt k (verl truncates its file on start)
+    verl_checkpoints/      verl's checkpoints: global_step_<N>/actor, latest_checkpointed_iteration.txt
+"""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+from opdbench.atomic import atomic_write_text
+from opdbench.engines.verl.overrides import TRAINER_MODULE
+from opdbench.engines.verl.plugin import METHODS_ENV, RUN_ENV, methods_dir
+
+METRICS_DIR = "verl_metrics"
+CHECKPOINT_DIR = "verl_checkpoints"
+# verl's per-step metric -> the suite's key (opdbench/engines/local.py), first key present wins.
+# verl scores the teacher inside generation (its teacher loop), so seconds_teacher has no source.
+METRICS = {
+    "loss": ("actor/distillation/loss", "distillation/loss"),
+    "grad_norm": ("actor/grad_norm",),
+    "lr": ("actor/lr",),
+    "entropy": ("actor/entropy",),
+    "response_length": ("response_length/mean",),
+    "train_accuracy": ("critic/score/mean",),  # the task's verifier (reward.py)
+    "seconds_generation": ("timing_s/gen",),  # rollout and teacher log-probs together
+    "seconds_student_scoring": ("timing_s/old_log_prob",),
+    "seconds_update": ("timing_s/update_actor",),
+}
+DIAGNOSTIC_PREFIXES = ("actor/opdbench/", "opdbench/")  # the method's per-token diagnostics (plugin)
+
+
+def write_run_file(run: dict[str, Any], run_dir: Path) -> Path:
+    path = Path(run_dir) / "verl_run.json"
+    atomic_write_text(path, json.dumps({"run": run}, indent=1, sort_keys=True))
+    return path
+
+
+def launch_env(run_dir: Path, attempt: int) -> dict[str, str]:
+    """What the trainer's process needs: the run file and the methods (read by the plugin in every
+    Ray worker; ``launch_command`` forwards them to Ray's runtime env) and the metrics file."""
+    run_dir = Path(run_dir)
+    return {RUN_ENV: str(run_dir / "verl_run.json"), METHODS_ENV: str(methods_dir()),
+            "VERL_FILE_LOGGER_PATH": str(run_dir / METRICS_DIR / f"{attempt}.jsonl"),
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def launch_command(python: str, overrides: list[str], env: dict[str, str]) -> list[str]:
+    """``python -m verl.trainer.main_ppo`` with the overrides and the plugin's variables added to
+    Ray's runtime env (verl merges ``ray_kwargs.ray_init.runtime_env`` into its own)."""
+    forwarded = [f"+ray_kwargs.ray_init.runtime_env.env_vars.{key}={env[key]}" for key in (RUN_ENV, METHODS_ENV)]
+    return [python, "-m", TRAINER_MODULE, *overrides, *forwarded]
+
+
+def next_attempt(run_dir: Path) -> int:
+    return len(list((Path(run_dir) / METRICS_DIR).glob("*.jsonl")))
+
+
+def write_launch_script(path: Path, command: list[str], env: dict[str, str]) -> Path:
+    lines = ["#!/usr/bin/env bash", "# Written by opdbench.engines.verl (docs/verl.md): verl's trainer for this run.",
+             "set -euo pipefail", *(f"export {key}={shlex.quote(value)}" for key, value in env.items()),
+             "mkdir -p \"$(dirname \"$VERL_FILE_LOGGER_PATH\")\"",
+             "exec " + " \\\n    ".join(shlex.quote(arg) for arg in command), ""]
+    atomic_write_text(path, "\n".join(lines))
+    Path(path).chmod(0o755)
+    return Path(path)
+
+
+def read_metrics(run_dir: Path, steps: int) -> list[dict[str, Any]]:
+    """The suite's per-step rows (step 0..steps-1) from verl's metric files: attempts in order, a
+    later attempt's row for a step replacing an earlier one (a resumed run retraces from its
+    checkpoint). A step without a row is an error naming the files."""
+    files = sorted((Path(run_dir) / METRICS_DIR).glob("*.jsonl"), key=lambda p: int(p.stem))
+    by_step: dict[int, dict[str, Any]] = {}
+    for path in files:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                by_step[int(record["step"]) - 1] = record["data"]  # verl counts steps from 1
+    missing = [s for s in range(steps) if s not in by_step]
+    if missing:
+        raise RuntimeError(f"verl logged no metrics for steps {missing[:5]}{'...' if len(missing) > 5 else ''} "
+                           f"of {steps} in {', '.join(map(str, files)) or Path(run_dir) / METRICS_DIR}")
+    return [suite_row(step, by_step[step]) for step in range(steps)]
+
+
+def suite_row(step: int, verl: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"step": step}
+    for key, sources in METRICS.items():
+        for source in sources:
+            value = verl.get(source)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                row[key] = float(value)
+                break
+    for key, value in verl.items():
+        for prefix in DIAGNOSTIC_PREFIXES:
+            if key.startswith(prefix) and isinstance(value, (int, float)):
+                row[f"{key[len(prefix):]}_mean"] = float(value)
+    return row
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """verl's last saved actor checkpoint (the step in latest_checkpointed_iteration.txt)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    marker = root / "latest_checkpointed_iteration.txt"
+    if not marker.exists():
+        raise FileNotFoundError(f"verl saved no checkpoint: {marker} is missing")
+    actor = root / f"global_step_{int(marker.read_text().strip())}" / "actor"
+    if not actor.is_dir():
+        raise FileNotFoundError(f"{marker} names {actor}, which is not a directory")
+    return actor
+
+
+def merge_command(python: str, actor_dir: Path, target_dir: Path) -> list[str]:
+    """verl's model merger: an FSDP actor checkpoint to HF safetensors (the suite evaluates that)."""
+    return [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor_dir),
+            "--target_dir", str(target_dir)]

@@ -1,0 +1,206 @@
+"""A run's resolved config (``opdbench.config.resolve_run``) as verl 0.9.1 Hydra overrides of its
+PPO trainer config (``verl/trainer/config/ppo_trainer.yaml``, which includes ``distillation``).
+
+Units differ between the suite and verl, and the conversions are exact or refused:
+- batch: the suite counts rollouts (``mini_batch_size``), verl counts prompts
+  (``ppo_mini_batch_size``, multiplied by ``rollout.n`` in its workers);
+- the LR schedule: the suite steps its scheduler once per optimizer update, verl once per
+  training step, so a schedule that changes within a step (warmup or cosine with several
+  updates per step) cannot be reproduced and is refused; ``linear`` is not in verl's FSDP engine;
+- the loss: the method's own loss is registered with verl (``plugin``) under ``loss_name``; verl
+  backpropagates it (``use_policy_gradient: false``) without task rewards, clamps or a KL term;
+  the method's terms are aggregated with the run's ``loss_agg_mode`` over the global batch by the
+  plugin, so verl's own aggregation is ``token-sum``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from opdbench.errors import ConfigError
+
+TRAINER_MODE = "opdbench"  # the registered trainer (trainer.py)
+
+# verl's trainer module and its Hydra config (the same name the launch and the tests use).
+TRAINER_MODULE = "verl.trainer.main_ppo"
+CONFIG_NAME = "ppo_trainer"
+LOSS_PREFIX = "opdbench_"
+DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # the suite's -> verl's FSDP names
+ROLLOUT_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}  # vLLM's
+
+
+def loss_name(method: str) -> str:
+    """The name the method's loss is registered under with verl (distillation_loss.loss_mode)."""
+    return f"{LOSS_PREFIX}{method}"
+
+
+@dataclass(frozen=True)
+class VerlResources:
+    """Where a run trains: the student (FSDP actor and its vLLM rollout) and the teacher (vLLM,
+    verl's separate teacher pool) on ``nnodes`` nodes, GPUs per node for each."""
+    nnodes: int = 1
+    student_gpus_per_node: int = 1
+    teacher_gpus_per_node: int = 1
+    rollout_tp: int = 1  # tensor parallel size of one student vLLM replica
+    teacher_tp: int = 1  # of one teacher replica; the teacher pool holds whole replicas
+    gpu_memory_utilization: float = 0.5  # vLLM's share of a GPU, student and teacher
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None, where: str = "base.verl") -> "VerlResources":
+        settings = dict(settings or {})
+        valid = [f.name for f in fields(cls)]
+        for key, value in settings.items():
+            if key not in valid:
+                raise ConfigError(f"unknown config key '{where}.{key}'. Valid keys here: {', '.join(valid)}")
+            ok = 0 < value <= 1 if key == "gpu_memory_utilization" else isinstance(value, int) and value >= 1
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+                raise ConfigError(f"config key '{where}.{key}': {value!r} is not "
+                                  f"{'a fraction in (0, 1]' if key == 'gpu_memory_utilization' else 'a positive integer'}")
+        res = cls(**settings)
+        if res.student_gpus_per_node % res.rollout_tp:
+            raise ConfigError(f"config key '{where}.rollout_tp' ({res.rollout_tp}) must divide "
+                              f"student_gpus_per_node ({res.student_gpus_per_node})")
+        if res.teacher_gpus_per_node % res.teacher_tp:
+            raise ConfigError(f"config key '{where}.teacher_tp' ({res.teacher_tp}) must divide "
+                              f"teacher_gpus_per_node ({res.teacher_gpus_per_node})")
+        return res
+
+
+def _lr_schedule(train: dict[str, Any], updates_per_step: int) -> list[str]:
+    schedule, warmup = train["lr_schedule"], train["warmup_steps"]
+    if schedule == "linear":
+        raise ConfigError("config key 'base.lr_schedule': 'linear' is not in verl 0.9.1's FSDP engine; "
+                          "valid on the verl engine: constant, constant_with_warmup, cosine")
+    # transformers' "constant" has no warmup; verl's "constant" is constant with warmup.
+    warmup = 0 if schedule == "constant" else warmup
+    if updates_per_step > 1 and (warmup or schedule == "cosine"):
+        raise ConfigError(f"config key 'base.lr_schedule': verl steps the LR schedule once per training step, "
+                          f"the suite once per optimizer update ({updates_per_step} per step here), so "
+                          f"'{schedule}' with warmup_steps={train['warmup_steps']} would change; use one update "
+                          f"per step (mini_batch_size = prompts_per_step * rollouts_per_prompt, ppo_epochs 1) "
+                          f"or a constant schedule without warmup")
+    return [f"actor_rollout_ref.actor.optim.lr_scheduler_type={'cosine' if schedule == 'cosine' else 'constant'}",
+            f"actor_rollout_ref.actor.optim.lr_warmup_steps={warmup}",
+            "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.0",
+            "actor_rollout_ref.actor.optim.min_lr_ratio=0.0",  # transformers' cosine decays to 0
+            "actor_rollout_ref.actor.optim.num_cycles=0.5"]
+
+
+def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | Path, train_file: str | Path,
+                   n_prompts: int, max_prompt_length: int, out_dir: str | Path,
+                   resources: VerlResources = VerlResources(), logger: tuple[str, ...] = ("console", "file"),
+                   ) -> list[str]:
+    """Hydra overrides (``key=value``) of verl's ``ppo_trainer`` config for one resolved run.
+
+    ``n_prompts``: rows of the train parquet; ``max_prompt_length``: the longest encoded prompt
+    (verl refuses longer ones instead of truncating them)."""
+    train, method = run["train"], run["method"]
+    n, per_step = train["rollouts_per_prompt"], train["prompts_per_step"]
+    if train["mini_batch_size"] % n:
+        raise ConfigError(f"config key 'base.mini_batch_size' ({train['mini_batch_size']}): verl counts mini-batches "
+                          f"in prompts, so it must be a multiple of rollouts_per_prompt ({n})")
+    if train["dtype"] not in DTYPES:
+        raise ConfigError(f"config key 'base.dtype': '{train['dtype']}'; valid: {', '.join(DTYPES)}")
+    if per_step > n_prompts:
+        raise ConfigError(f"config key 'base.prompts_per_step' ({per_step}) exceeds the {n_prompts} train prompts")
+    student_gpus = resources.student_gpus_per_node * resources.nnodes
+    if (per_step * n) % student_gpus or (train["mini_batch_size"] // n) % student_gpus:
+        raise ConfigError(f"config key 'base.mini_batch_size': verl splits each mini-batch of prompts over the "
+                          f"{student_gpus} student GPUs; prompts_per_step * rollouts_per_prompt ({per_step * n}) "
+                          f"and mini_batch_size / rollouts_per_prompt ({train['mini_batch_size'] // n}) must be "
+                          f"multiples of it")
+    updates_per_step = train["ppo_epochs"] * (per_step * n // train["mini_batch_size"])
+    # verl's dataloader drops the last partial batch; enough epochs that it never runs out of steps.
+    epochs = math.ceil(train["steps"] / (n_prompts // per_step))
+    max_len = max_prompt_length + train["max_new_tokens"]
+    out_dir = Path(out_dir)
+    teacher_key = "distillation.teacher_models.teacher_model"
+    seed = run["seed"]
+    return [
+        # data: the task's parquet; validation is off (the suite evaluates the saved model itself)
+        f"data.train_files=['{train_file}']",
+        f"data.val_files=['{train_file}']",
+        f"data.train_batch_size={per_step}",
+        f"data.max_prompt_length={max_prompt_length}",
+        f"data.max_response_length={train['max_new_tokens']}",
+        "data.filter_overlong_prompts=True",
+        "data.truncation=error",
+        "data.shuffle=True",
+        f"data.seed={seed}",
+        "data.dataloader_num_workers=0",
+        # advantages are unused (the loss is the method's); grpo needs no critic
+        "algorithm.adv_estimator=grpo",
+        "algorithm.use_kl_in_reward=False",
+        "critic.enable=False",
+        # the student
+        f"actor_rollout_ref.model.path={student}",
+        "actor_rollout_ref.model.use_remove_padding=True",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=True",
+        f"actor_rollout_ref.actor.fsdp_config.model_dtype={DTYPES[train['dtype']]}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={train['mini_batch_size'] // n}",
+        f"actor_rollout_ref.actor.ppo_epochs={train['ppo_epochs']}",
+        # mini-batches as contiguous rows, so the loss terms' global normalisers can be counted
+        # for them before the update (plugin.minibatch_rows, prepare_update)
+        "actor_rollout_ref.actor.shuffle=False",
+        f"actor_rollout_ref.actor.data_loader_seed={seed}",
+        "actor_rollout_ref.actor.use_dynamic_bsz=True",
+        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={max(16384, max_len)}",
+        # the method's terms carry the run's loss_agg_mode and are pre-divided by their global
+        # normalisers (plugin.verl_per_token), so verl only sums them
+        "actor_rollout_ref.actor.loss_agg_mode=token-sum",
+        f"actor_rollout_ref.actor.clip_ratio_low={train['clip_ratio_low']}",
+        f"actor_rollout_ref.actor.clip_ratio_high={train['clip_ratio_high']}",
+        "actor_rollout_ref.actor.entropy_coeff=0",
+        "actor_rollout_ref.actor.calculate_entropy=True",  # the suite logs the student's entropy
+        "actor_rollout_ref.actor.use_kl_loss=False",
+        f"actor_rollout_ref.actor.grad_clip={train['grad_clip']}",
+        "actor_rollout_ref.actor.optim.optimizer=AdamW",
+        f"actor_rollout_ref.actor.optim.lr={train['lr']}",
+        f"actor_rollout_ref.actor.optim.weight_decay={train['weight_decay']}",
+        f"actor_rollout_ref.actor.optim.betas=[{train['adam_betas'][0]},{train['adam_betas'][1]}]",
+        *_lr_schedule(train, updates_per_step),
+        # the student's rollout
+        "actor_rollout_ref.rollout.name=vllm",
+        f"actor_rollout_ref.rollout.n={n}",
+        f"actor_rollout_ref.rollout.temperature={train['temperature']}",
+        f"actor_rollout_ref.rollout.top_p={train['top_p']}",
+        f"actor_rollout_ref.rollout.seed={seed}",
+        f"actor_rollout_ref.rollout.dtype={ROLLOUT_DTYPES[train['dtype']]}",
+        f"actor_rollout_ref.rollout.tensor_model_parallel_size={resources.rollout_tp}",
+        f"actor_rollout_ref.rollout.gpu_memory_utilization={resources.gpu_memory_utilization}",
+        f"actor_rollout_ref.rollout.max_model_len={max_len + 1}",
+        # on-policy distillation: the teacher in verl's teacher pool, the loss the method's
+        "distillation.enabled=True",
+        f"distillation.n_gpus_per_node={resources.teacher_gpus_per_node}",
+        f"distillation.nnodes={resources.nnodes}",
+        f"{teacher_key}.model_path={teacher}",
+        f"{teacher_key}.inference.name=vllm",
+        f"{teacher_key}.inference.tensor_model_parallel_size={resources.teacher_tp}",
+        f"{teacher_key}.inference.gpu_memory_utilization={resources.gpu_memory_utilization}",
+        f"{teacher_key}.inference.max_model_len={max_len + 1}",
+        f"distillation.distillation_loss.loss_mode={loss_name(method)}",
+        "distillation.distillation_loss.use_task_rewards=False",
+        "distillation.distillation_loss.use_policy_gradient=False",
+        "distillation.distillation_loss.loss_max_clamp=null",
+        "distillation.distillation_loss.log_prob_min_clamp=null",
+        # verl's reward loop runs even without task rewards: the suite's task scores (train_accuracy)
+        f"reward.custom_reward_function.path={Path(__file__).with_name('reward.py')}",
+        "reward.custom_reward_function.name=compute_score",
+        # the trainer
+        f"trainer.n_gpus_per_node={resources.student_gpus_per_node}",
+        f"trainer.nnodes={resources.nnodes}",
+        f"trainer.total_training_steps={train['steps']}",
+        f"trainer.total_epochs={epochs}",
+        f"trainer.save_freq={train['checkpoint_every']}",
+        "trainer.test_freq=-1",
+        "trainer.val_before_train=False",
+        "trainer.resume_mode=auto",
+        # verl's synchronous trainer with the method's batch preparation before each update (trainer.py)
+        f"trainer.v1.trainer_mode={TRAINER_MODE}",
+        f"trainer.default_local_dir={out_dir / 'verl_checkpoints'}",
+        "trainer.project_name=opdbench",
+        f"trainer.experiment_name={run['task']}-{run['run_name']}-seed{seed}",
+        f"trainer.logger=[{','.join(logger)}]",
+    ]

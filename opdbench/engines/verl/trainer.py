@@ -1,0 +1,64 @@
+"""The run's verl trainer: verl 0.9.1's synchronous PPO trainer (``PPOTrainerSync``, the default
+``trainer.v1.trainer_mode``) with one step before each actor update: ``Method.prepare`` on the whole
+rollout batch and each loss term's normalisers over its global mini-batch
+(``plugin.prepare_update``), written to the batch as extra keys that the loss reads on every
+micro-batch of every rank (``plugin.method_loss``). Registered with verl's ``register_trainer`` as
+``opdbench`` (``overrides.py`` selects it) when the plugin loads.
+
+verl's v1 trainer keeps the batch in TransferQueue (verl's ``verl-core`` extra); the suite's lock
+does not carry it yet (docs/verl.md), so where it is missing nothing is registered and verl
+refuses ``trainer_mode=opdbench`` by name. ``update_keys`` is the whole computation and needs
+neither (tested on CPU with verl's field layout).
+"""
+from __future__ import annotations
+
+from opdbench.engines.verl import plugin
+from opdbench.engines.verl.overrides import TRAINER_MODE
+
+# What the update's preparation reads from verl's batch (TransferQueue fields after the old-log-prob
+# pass: "entropy" is the rollout policy's there, stored for the actor's entropy metric).
+FIELDS = ("prompts", "responses", "response_mask", "old_log_probs", "entropy", "teacher_logprobs", "uid")
+
+
+def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) -> dict:
+    """The extra batch keys of one rollout batch (``fields``: verl's batch as the trainer holds it,
+    in the order verl dispatches it to the ranks, i.e. after ``_balance_batch``)."""
+    mask = fields["response_mask"]
+    width = int(mask.offsets().diff().max()) if getattr(mask, "is_nested", False) else mask.shape[1]
+    batch = plugin.scored_batch(fields, width, entropy_key="entropy")
+    rows = plugin.minibatch_rows(batch.mask.shape[0], mini_batch_size, dp_size)
+    return plugin.prepare_update(method, batch, progress, rows)
+
+
+def register() -> bool:
+    """Register the trainer with verl; False where verl's v1 trainer cannot load (no TransferQueue)."""
+    try:
+        import transfer_queue as tq
+        from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
+        from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+    except ImportError:
+        return False
+    if TRAINER_MODE in TRAINER_REGISTRY:
+        return True
+    from tensordict import TensorDict
+
+    from opdbench.method import Progress
+
+    @register_trainer(TRAINER_MODE)
+    class OPDBenchTrainer(PPOTrainerSync):
+        def _update_actor(self, batch, metrics):
+            fields = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(FIELDS))
+            group = self.actor_rollout_wg
+            if "actor" not in group._dispatch_info:  # as verl's _balance_batch reads the dp size
+                group._dispatch_info["actor"] = group._query_dispatch_info("actor")
+            dp_size = max(group._dispatch_info["actor"]) + 1
+            actor = self.config.actor_rollout_ref
+            run = plugin.run_file()
+            keys = update_keys(fields, plugin.run_method(run["method"]), Progress(self.global_steps - 1,
+                                                                                   run["train"]["steps"]),
+                               actor.actor.ppo_mini_batch_size * actor.rollout.n, dp_size)
+            tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
+                            fields=TensorDict(keys, batch_size=[len(batch.keys)]))
+            return super()._update_actor(batch, metrics)
+
+    return True

@@ -1,0 +1,167 @@
+"""The verl engine's launch and outputs on CPU: its inputs and launch script, verl's metrics in the
+suite's keys, the checkpoint merge command, the plugin's batch read from verl's micro-batch."""
+import json
+import re
+import subprocess
+from unittest import mock
+
+import pytest
+import torch
+
+from conftest import MICRO_CONFIG, METHODS_DIR, REPO, run_snakemake, tiny
+from opdbench.config import load_yaml, resolve_run
+from opdbench.engines.verl import launch
+from opdbench.engines.verl.engine import VerlEngine
+from opdbench.engines.verl.overrides import TRAINER_MODULE, loss_name
+from opdbench.engines.verl.plugin import RUN_ENV, register_losses
+from opdbench.errors import ConfigError
+from opdbench.registry import get_method_class, load_methods
+from opdbench.tasks.base import get_task
+from test_verl_data import MATH_ROWS
+from test_verl_overrides import check_with_verls_classes, compose
+
+TINY = load_yaml(REPO / "config" / "config.yaml")
+
+
+def engine(tmp_path, method="opd", device="cuda"):
+    tok, model = tiny(tmp_path)
+    student = tmp_path / "student"
+    model.save_pretrained(student)
+    tok.save_pretrained(student)
+    run = resolve_run(TINY, "math", method, 0, METHODS_DIR)
+    m = get_method_class(run["method"], METHODS_DIR)(run["hparams"], run["train"], 0)
+    rows = MATH_ROWS * 40  # 80 prompts: enough for prompts_per_step 16
+    return VerlEngine(run, get_task("math"), rows, str(student), str(student), m, tmp_path / "run", device)
+
+
+def test_a_method_needing_what_verl_lacks_or_a_cpu_device_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="method 'eopd' needs 'teacher_entropy', which engine 'verl' does not provide "
+                                         r"\(engines that provide it: local\)"):
+        engine(tmp_path, "eopd")
+    with pytest.raises(ConfigError, match="base.device"):
+        engine(tmp_path, "opd", device="cpu")
+
+
+def test_the_launch_script_runs_verls_trainer_with_overrides_verl_accepts(tmp_path):
+    eng = engine(tmp_path)
+    script = eng.prepare()
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "verl_run.json").read_text())["run"] == eng.run
+    assert (run_dir / "train.parquet").exists()
+    subprocess.run(["bash", "-n", str(script)], check=True)  # the script parses
+    # What the script runs, read back through bash: its environment and its command line.
+    shown = subprocess.run(["bash", "-c", f"exec() {{ printf '%s\\n' \"$@\" ---; env; }}; source {script}"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    (python, dash_m, module, *overrides), env = shown[:shown.index("---")], shown[shown.index("---") + 1:]
+    assert (python, dash_m, module) == (eng.python, "-m", TRAINER_MODULE)
+    assert f"+ray_kwargs.ray_init.runtime_env.env_vars.{RUN_ENV}={run_dir / 'verl_run.json'}" in overrides
+    assert f"{RUN_ENV}={run_dir / 'verl_run.json'}" in env
+    assert f"VERL_FILE_LOGGER_PATH={run_dir / 'verl_metrics' / '0.jsonl'}" in env
+    cfg = compose(overrides)
+    check_with_verls_classes(cfg)
+    assert cfg.data.max_prompt_length == eng.max_prompt_length and cfg.ray_kwargs.ray_init.runtime_env.env_vars[RUN_ENV]
+
+
+def test_verls_logged_metrics_become_the_suites_rows_a_resumed_attempt_replacing_its_steps(tmp_path, monkeypatch):
+    from verl.utils.tracking import FileLogger
+
+    def attempt(k, steps, loss):
+        monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "verl_metrics" / f"{k}.jsonl"))
+        (tmp_path / "verl_metrics").mkdir(exist_ok=True)
+        logger = FileLogger("opdbench", "x")
+        for step in steps:  # verl's keys, verl's step numbers (from 1)
+            logger.log({"actor/distillation/loss": loss + step, "actor/grad_norm": 0.5, "actor/lr": 1e-4,
+                        "actor/entropy": 2.0, "response_length/mean": 31.5, "critic/score/mean": 0.25,
+                        "timing_s/gen": 3.0, "timing_s/old_log_prob": 1.0, "timing_s/update_actor": 2.0,
+                        "actor/opdbench/credit": -0.1, "perf/throughput": 9.0}, step=step)
+        logger.finish()
+
+    attempt(0, [1, 2, 3], loss=10.0)  # killed after step 3 (index 2); its checkpoint was at step 2
+    attempt(1, [3, 4], loss=20.0)
+    rows = launch.read_metrics(tmp_path, 4)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert [r["loss"] for r in rows] == [11.0, 12.0, 23.0, 24.0]  # the retraced step from the later attempt
+    assert rows[0] == {"step": 0, "loss": 11.0, "grad_norm": 0.5, "lr": 1e-4, "entropy": 2.0, "response_length": 31.5,
+                       "train_accuracy": 0.25, "seconds_generation": 3.0, "seconds_student_scoring": 1.0,
+                       "seconds_update": 2.0, "credit_mean": -0.1}
+    with pytest.raises(RuntimeError, match=r"no metrics for steps \[4\] of 5"):
+        launch.read_metrics(tmp_path, 5)
+
+
+def test_the_last_checkpoint_is_merged_with_a_command_verls_merger_accepts(tmp_path):
+    from verl.model_merger.base_model_merger import parse_args
+
+    root = tmp_path / launch.CHECKPOINT_DIR
+    with pytest.raises(FileNotFoundError, match="latest_checkpointed_iteration.txt"):
+        launch.latest_checkpoint(tmp_path)
+    (root / "global_step_40" / "actor").mkdir(parents=True)
+    (root / "latest_checkpointed_iteration.txt").write_text("40")
+    actor = launch.latest_checkpoint(tmp_path)
+    cmd = launch.merge_command("python", actor, tmp_path / "hf")
+    assert cmd[1:3] == ["-m", "verl.model_merger"]
+    with mock.patch("sys.argv", ["merger", *cmd[3:]]):
+        args = parse_args()
+    assert (args.operation, args.backend, args.local_dir, args.target_dir) == ("merge", "fsdp", str(actor),
+                                                                                str(tmp_path / "hf"))
+
+
+def test_the_entry_point_registers_every_method_as_a_verl_loss():
+    import verl  # noqa: F401  (loads the verl.plugins entry points)
+    from verl.trainer.distillation.losses import DISTILLATION_LOSS_REGISTRY, get_distillation_loss_settings
+
+    for method in load_methods(METHODS_DIR):
+        assert loss_name(method) in DISTILLATION_LOSS_REGISTRY
+        assert get_distillation_loss_settings(loss_name(method)).use_estimator  # the sampled-token teacher mode
+    assert register_losses() == []  # idempotent: a second import registers nothing twice
+
+
+def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_losses_read_it():
+    """Two sequences in verl's no-padding (jagged) layout: the plugin's padded [B, R] tensors line up
+    with what verl's built-in sampled-token loss reads (its k1 is logS - logT at the same tokens)."""
+    from tensordict import TensorDict
+    from verl.trainer.distillation.losses import compute_distillation_loss_reverse_kl_estimator
+    from verl.workers.config import DistillationConfig, DistillationLossConfig
+
+    from opdbench.engines.verl.plugin import scored_batch
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    def jagged(rows):
+        return torch.nested.nested_tensor(rows, layout=torch.jagged)
+
+    prompts, responses = [3, 2], [2, 3]
+    g = torch.Generator().manual_seed(0)
+    full = [torch.randn(p + r, generator=g) for p, r in zip(prompts, responses)]  # per position of prompt+response
+    teacher = [torch.randn(p + r, 1, generator=g) for p, r in zip(prompts, responses)]
+    data = TensorDict({"prompts": jagged([torch.ones(p, dtype=torch.long) for p in prompts]),
+                       "responses": jagged([torch.ones(r, dtype=torch.long) for r in responses]),
+                       "response_mask": jagged([torch.ones(r) for r in responses]),
+                       "old_log_probs": jagged([torch.full((r,), -1.0) for r in responses]),
+                       "teacher_logprobs": jagged(teacher)}, batch_size=[2])
+    logS = no_padding_2_padding(jagged(full), data)
+    batch = scored_batch(data, logS.shape[1])
+    assert batch.mask.tolist() == [[1, 1, 0], [1, 1, 1]] and batch.group.tolist() == [0, 1]
+    # the log-prob of response token t sits at position prompt + t - 1 of the unpadded sequence
+    assert logS[0, :2].tolist() == full[0][2:4].tolist() and logS[1].tolist() == full[1][1:4].tolist()
+    assert batch.logT[0, :2].tolist() == teacher[0][2:4, 0].tolist() and batch.logT[0, 2] == 0
+    assert batch.logOld[1].tolist() == [-1.0] * 3
+    config = DistillationConfig(distillation_loss=DistillationLossConfig(loss_mode="k1"))
+    k1, _ = compute_distillation_loss_reverse_kl_estimator(None, config, {"log_probs": jagged(full)}, data)
+    m = batch.mask.bool()
+    assert torch.allclose(k1[m], (logS - batch.logT)[m])
+
+
+def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_cannot_run(tmp_path):
+    """base.engine: verl with its base.verl block passes the config schema and the start-up checks
+    for OPD and REOPOLD; adding EOPD stops `snakemake -n` with the registry's message."""
+    overlay = tmp_path / "verl.yaml"
+    verl_base = ("base: {engine: verl, device: cuda, verl: {nnodes: 1, student_gpus_per_node: 2, "
+                 "teacher_gpus_per_node: 2, rollout_tp: 2, teacher_tp: 1, gpu_memory_utilization: 0.6}}\n")
+    overlay.write_text(verl_base + "methods: [opd, reopold]\n")
+    proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300)
+    assert re.search(r"^train\s+\d+$", proc.stdout, re.M), proc.stdout[-3000:]  # the train jobs are planned
+    overlay.write_text(verl_base + "methods: [opd, eopd]\n")
+    proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert ("method 'eopd' needs 'teacher_entropy', which engine 'verl' does not provide "
+            "(engines that provide it: local); config key 'base.engine'") in out, out[-3000:]

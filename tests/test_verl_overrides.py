@@ -1,0 +1,112 @@
+"""The run's resolved config as verl's trainer overrides: composed with verl 0.9.1's own Hydra
+config and converted through its own config classes and checks, so a key verl renames fails here."""
+import os
+
+import pytest
+
+from conftest import METHODS_DIR, REPO
+from opdbench.config import deep_update, load_yaml, resolve_run
+from opdbench.engines.verl.overrides import CONFIG_NAME, VerlResources, loss_name, verl_overrides
+from opdbench.errors import ConfigError
+
+TINY = load_yaml(REPO / "config" / "config.yaml")
+# A paper-size run: REOPOLD's math setting (1.5B student, 7B teacher) on one 8-GPU node.
+PAPER = deep_update(TINY, {"mode": "paper", "base": {
+    "dtype": "bfloat16", "steps": 300, "prompts_per_step": 128, "rollouts_per_prompt": 8, "mini_batch_size": 1024,
+    "max_new_tokens": 8192, "lr": 1.0e-6, "lr_schedule": "constant_with_warmup", "warmup_steps": 10,
+    "temperature": 1.0, "clip_ratio_high": 0.28, "checkpoint_every": 50}})
+PAPER_RESOURCES = VerlResources(nnodes=1, student_gpus_per_node=4, teacher_gpus_per_node=4, rollout_tp=1, teacher_tp=2)
+
+
+def overrides(config, method="opd", resources=VerlResources(), n_prompts=4000, **kw):
+    run = resolve_run(config, "math", method, 0, METHODS_DIR)
+    return run, verl_overrides(run, student="/models/student", teacher="/models/teacher",
+                               train_file="/data/train.parquet", n_prompts=n_prompts, max_prompt_length=kw.pop("plen", 96),
+                               out_dir="/runs/opd/seed0", resources=resources, **kw)
+
+
+def compose(args):
+    import verl
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=os.path.join(os.path.dirname(verl.__file__), "trainer", "config"),
+                               version_base=None):
+        return hydra_compose(config_name=CONFIG_NAME, overrides=args)
+
+
+def check_with_verls_classes(cfg):
+    """What verl's main_ppo does with the config before it starts Ray, and its config dataclasses."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import omega_conf_to_dataclass, validate_config
+    from verl.workers.config import DistillationConfig, RolloutConfig
+
+    assert not need_reference_policy(cfg) and not need_critic(cfg)  # no reference model, no critic
+    validate_config(cfg, use_reference_policy=False, use_critic=False)
+    distillation = omega_conf_to_dataclass(cfg.distillation)
+    assert isinstance(distillation, DistillationConfig)
+    assert isinstance(omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout), RolloutConfig)
+    omega_conf_to_dataclass(cfg.algorithm)
+    return distillation
+
+
+@pytest.mark.parametrize("config, resources", [(TINY, VerlResources()), (PAPER, PAPER_RESOURCES)], ids=["tiny", "paper"])
+@pytest.mark.parametrize("method", ["opd", "reopold"])
+def test_the_overrides_compose_with_verls_config_and_pass_its_checks(config, resources, method):
+    run, args = overrides(config, method, resources)
+    cfg = compose(args)
+    distillation = check_with_verls_classes(cfg)
+    train = run["train"]
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    assert cfg.data.train_batch_size == train["prompts_per_step"] and rollout.n == train["rollouts_per_prompt"]
+    assert actor.ppo_mini_batch_size * rollout.n == train["mini_batch_size"]  # verl counts prompts
+    assert actor.ppo_epochs == train["ppo_epochs"] and actor.optim.lr == train["lr"]
+    assert cfg.data.max_response_length == train["max_new_tokens"] and rollout.temperature == train["temperature"]
+    assert cfg.trainer.total_training_steps == train["steps"] and cfg.trainer.save_freq == train["checkpoint_every"]
+    assert (cfg.trainer.n_gpus_per_node, cfg.trainer.nnodes) == (resources.student_gpus_per_node, resources.nnodes)
+    assert distillation.enabled and distillation.distillation_loss.loss_mode == loss_name(method)
+    assert not distillation.distillation_loss.use_policy_gradient and not distillation.distillation_loss.use_task_rewards
+    (teacher,) = distillation.teacher_models.values()
+    assert teacher.model_path == "/models/teacher" and teacher.world_size == resources.teacher_gpus_per_node
+    assert list(cfg.trainer.logger) == ["console", "file"]
+
+
+def test_the_paper_run_converts_units_and_schedules():
+    run, args = overrides(PAPER, resources=PAPER_RESOURCES)
+    cfg = compose(args)
+    optim = cfg.actor_rollout_ref.actor.optim
+    # one optimizer update per step (1024 rollouts = 128 prompts x 8): the warmup is in steps either way
+    assert (optim.lr_scheduler_type, optim.lr_warmup_steps) == ("constant", 10)
+    assert cfg.actor_rollout_ref.actor.fsdp_config.model_dtype == "bf16" and cfg.actor_rollout_ref.rollout.dtype == "bfloat16"
+    assert cfg.actor_rollout_ref.rollout.max_model_len == 96 + 8192 + 1
+    assert cfg.trainer.total_epochs * (4000 // 128) >= 300  # the dataloader lasts all the steps
+
+
+def test_a_key_verl_does_not_have_fails_the_composition():
+    _, args = overrides(TINY)
+    renamed = [a.replace("actor_rollout_ref.actor.ppo_mini_batch_size", "actor_rollout_ref.actor.mini_batch_size")
+               for a in args]
+    with pytest.raises(Exception, match="mini_batch_size"):
+        compose(renamed)
+
+
+@pytest.mark.parametrize("base, message", [
+    ({"lr_schedule": "linear"}, "'linear' is not in verl"),
+    ({"mini_batch_size": 6, "prompts_per_step": 3, "rollouts_per_prompt": 4}, "multiple of rollouts_per_prompt"),
+    ({"lr_schedule": "cosine", "mini_batch_size": 32}, "once per training step"),
+    ({"lr_schedule": "constant_with_warmup", "warmup_steps": 4, "mini_batch_size": 32}, "once per training step"),
+])
+def test_what_verl_cannot_reproduce_is_refused_naming_the_key(base, message):
+    with pytest.raises(ConfigError, match=message):
+        overrides(deep_update(TINY, {"base": base}))
+
+
+def test_the_constant_schedule_keeps_no_warmup_and_resources_are_checked():
+    _, args = overrides(deep_update(TINY, {"base": {"warmup_steps": 5, "mini_batch_size": 32}}))
+    assert "actor_rollout_ref.actor.optim.lr_warmup_steps=0" in args  # transformers' "constant" has none
+    with pytest.raises(ConfigError, match="base.verl.teacher_tp"):
+        VerlResources.from_settings({"teacher_gpus_per_node": 3, "teacher_tp": 2})
+    with pytest.raises(ConfigError, match="unknown config key 'base.verl.gpus'"):
+        VerlResources.from_settings({"gpus": 2})
+    with pytest.raises(ConfigError, match="student GPUs"):
+        overrides(TINY, resources=VerlResources(student_gpus_per_node=3))
