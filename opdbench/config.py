@@ -182,7 +182,8 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     if jobs_run_here:
         from opdbench.generation import check_backend
 
-        check_backend(config["evaluation"].get("backend", DEFAULT_BACKEND))
+        for task in config["tasks"]:
+            check_backend(evaluation_settings(config, task)["backend"])
     base = config["base"]
     batch = base["prompts_per_step"] * base["rollouts_per_prompt"]
     if batch % base["mini_batch_size"]:

@@ -13,7 +13,7 @@ import torch
 
 from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.config import canonical_hash, evaluation_settings, resolve_run
-from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, train_tokenizer,
+from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
 from opdbench.resources import sha256_of
@@ -143,8 +143,8 @@ def _bound_to_inputs(run: dict[str, Any], student: str | Path, teacher: str | Pa
 
 def _model_identity(model_dir: Path) -> str:
     """A built model: the hash of its files; a pointer (paper scale): the hub id or path it names."""
-    weights = json.loads((model_dir / "model.json").read_text())["weights"]
-    return _model_files_hash(model_dir) if weights == "." else str(weights)
+    weights = resolve_weights(model_dir)
+    return _model_files_hash(model_dir) if Path(weights) == model_dir else weights
 
 
 def _model_files_hash(model_dir: Path) -> str:

@@ -84,6 +84,20 @@ def aggregate_term(term: LossTerm, norm: Normaliser) -> torch.Tensor:
     return (per_seq * has_tokens).sum() / norm.seqs.clamp(min=1.0)
 
 
+def per_token_share(term: LossTerm, norm: Normaliser) -> torch.Tensor:
+    """``aggregate_term`` spread over the tokens: a [B, T] matrix whose sum is the piece's share
+    (for an engine that sums per-token losses itself, as verl's ``token-sum`` ``agg_loss``)."""
+    mask = term.mask.to(term.per_token.dtype)
+    values = term.per_token * mask
+    if term.agg == "token-mean":
+        return values / norm.tokens.clamp(min=1.0)
+    if term.agg == "token-sum":
+        return values
+    if term.agg == "seq-mean-token-sum":
+        return values / norm.seqs.clamp(min=1.0)
+    return values / mask.sum(-1, keepdim=True).clamp(min=1.0) / norm.seqs.clamp(min=1.0)  # seq-mean-token-mean
+
+
 def aggregate_terms(terms: Sequence[LossTerm], norms: Sequence[Normaliser]) -> torch.Tensor:
     """The weighted sum of a piece's terms with the global normalisers: the piece's share of
     the batch loss (the shares of all pieces sum to the batch loss)."""

@@ -186,19 +186,11 @@ def verl_per_token(terms, norms) -> "torch.Tensor":
     norms)`` (opdbench/engines/losses.py; term masks lie inside the response mask). verl's
     ``token-sum`` ``agg_loss`` (the mode the overrides set) sums it and multiplies by ``dp_size``,
     which undoes FSDP's averaging of gradients over ranks: the update is the mini-batch loss's."""
+    from opdbench.engines.losses import per_token_share
+
     total = None
     for term, norm in zip(terms, norms, strict=True):
-        mask = term.mask.to(term.per_token.dtype)
-        values = term.per_token * mask
-        if term.agg == "token-mean":
-            values = values / norm.tokens.clamp(min=1.0)
-        elif term.agg == "seq-mean-token-mean":
-            values = values / mask.sum(-1, keepdim=True).clamp(min=1.0) / norm.seqs.clamp(min=1.0)
-        elif term.agg == "seq-mean-token-sum":
-            values = values / norm.seqs.clamp(min=1.0)
-        elif term.agg != "token-sum":
-            raise ValueError(f"unknown loss_agg_mode '{term.agg}'")
-        values = term.weight * values
+        values = term.weight * per_token_share(term, norm)
         total = values if total is None else total + values
     return total
 
