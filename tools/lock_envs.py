@@ -24,7 +24,7 @@ BUILDS = {"cpu": "opdbench", "cu130": "opdbench-cu130"}
 VERL_STEMS = {"cpu": "verl", "cu130": "verl-cu130"}
 TORCH_INDEX = "https://download.pytorch.org/whl/{}"
 # Installed by the post-deploy script without their requirements: evalplus's API clients; verl's
-# wandb, tensorboard, pybind11 and ray[default] (the lock pins what verl does need).
+# wandb, tensorboard and pybind11 (the lock pins what verl does need).
 NO_DEPS = ("evalplus", "verl")
 VERL_SECTION = "# [verl]"
 

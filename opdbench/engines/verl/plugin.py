@@ -110,6 +110,15 @@ def _padded(tensor, width: int, fill=0.0):
     return torch.nn.functional.pad(tensor[:, :width], (0, max(0, width - tensor.shape[1])), value=fill)
 
 
+def _plain(values):
+    """A non-tensor batch field as a list of Python values: TransferQueue hands a ``NonTensorStack``
+    back whose items are (unhashable) ``NonTensorData``; a micro-batch may hold a numpy array."""
+    if values is None:
+        return None
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [getattr(v, "data", v) for v in values]
+
+
 def scored_batch(data, width: int, entropy_key: str = ENTROPY):
     """verl's batch (a micro-batch in the loss, the rollout batch in the trainer) as the suite's
     ``ScoredBatch`` padded to [B, width]: the rollout policy's log-probs, the teacher's (its
@@ -129,7 +138,7 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
     entropy = _padded(data[entropy_key], width) if entropy_key in keys else torch.zeros_like(mask)
     extras = {key[len(EXTRA):]: (_padded(data[key], width) if data[key].dim() == 2 else data[key])
               for key in keys if isinstance(key, str) and key.startswith(EXTRA)}
-    uids = data.get("uid", None) if hasattr(data, "get") else None
+    uids = _plain(data.get("uid", None) if hasattr(data, "get") else None)
     ids = {uid: i for i, uid in enumerate(dict.fromkeys(uids))} if uids is not None else None
     group = [ids[uid] for uid in uids] if ids is not None else list(range(mask.shape[0]))
     ids_ = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)

@@ -5,10 +5,10 @@ rollout batch and each loss term's normalisers over its global mini-batch
 micro-batch of every rank (``plugin.method_loss``). Registered with verl's ``register_trainer`` as
 ``opdbench`` (``overrides.py`` selects it) when the plugin loads.
 
-verl's v1 trainer keeps the batch in TransferQueue (verl's ``verl-core`` extra); the suite's lock
-does not carry it yet (docs/verl.md), so where it is missing nothing is registered and verl
-refuses ``trainer_mode=opdbench`` by name. ``update_keys`` is the whole computation and needs
-neither (tested on CPU with verl's field layout).
+verl's v1 trainer keeps the batch in TransferQueue (verl's ``verl-core`` extra, in the lock's
+``[verl]`` section); where it is missing nothing is registered and verl refuses
+``trainer_mode=opdbench`` by name. ``tests/test_verl_trainer.py`` runs ``_update_actor`` on a real
+TransferQueue after verl's own batch balancing and old-log-prob pass.
 """
 from __future__ import annotations
 

@@ -1,0 +1,194 @@
+"""The registered verl trainer's glue on a real TransferQueue (verl 0.9.1's v1 trainer keeps the
+batch there): rollouts put the way verl's agent loop puts them (``AgentLoopOutput.as_dict``, the
+teacher's log-probs per position of the unpadded sequence), verl's own ``_balance_batch`` (padding
+rows added, rows reordered over 2 data-parallel ranks) and ``_compute_old_log_prob`` (a worker group
+that writes what verl's workers write), then the suite's ``_update_actor``: the keys it writes back
+must reach each row by its TransferQueue key, and equal what the local engine computes for the same
+rows in the same order (``Method.prepare`` on the whole batch, each loss term's normalisers over its
+global mini-batch). The composed config is the suite's own overrides of a tiny run."""
+import hashlib
+
+import pytest
+import torch
+
+from conftest import METHODS_DIR, REPO
+from opdbench.config import deep_update, load_yaml, resolve_run
+from opdbench.engines.losses import normalisers
+from opdbench.engines.verl import launch, plugin
+from opdbench.engines.verl.overrides import VerlResources, verl_overrides
+from opdbench.method import Progress, ScoredBatch, StudentOutput
+from opdbench.registry import get_method_class
+from opdbench.rollout import Sequences
+
+tq = pytest.importorskip("transfer_queue")
+ray = pytest.importorskip("ray")
+
+PROMPTS, N, DP = 3, 2, 2  # prompts, rollouts per prompt, data-parallel ranks
+EOS = 7
+# 6 rollouts; mini-batches of 2 prompts x 2 rollouts -> verl pads the batch to 8 rows
+TINY = deep_update(load_yaml(REPO / "config" / "config.yaml"),
+                   {"base": {"prompts_per_step": PROMPTS, "rollouts_per_prompt": N, "mini_batch_size": 4}})
+
+
+@pytest.fixture(scope="module")
+def transfer_queue():
+    from omegaconf import OmegaConf
+
+    # TransferQueue's controller and storage unit are Ray actors of one logical CPU each
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
+    yield tq
+    tq.close()
+    ray.shutdown()
+
+
+def values(key: str, name: str, n: int, scale: float = 2.0) -> torch.Tensor:
+    """Deterministic per-(row key, field) numbers, so a row carries its values wherever verl moves it."""
+    seed = int.from_bytes(hashlib.sha256(f"{key}/{name}".encode()).digest()[:4], "little")
+    return -scale * torch.rand(n, generator=torch.Generator().manual_seed(seed))
+
+
+def rollouts():
+    """The agent loop's rows: key ``{uid}_{session}_0``; prompt lengths 3-5, responses 1-6 tokens."""
+    from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
+
+    keys, fields, tags = [], [], []
+    for p in range(PROMPTS):
+        uid = f"prompt{p}"
+        for s in range(N):
+            key, plen, rlen = f"{uid}_{s}_0", 3 + p, 1 + (2 * p + 3 * s) % 6
+            seq = plen + rlen
+            output = AgentLoopOutput(prompt_ids=list(range(10, 10 + plen)), response_ids=list(range(20, 20 + rlen)),
+                                     response_mask=[1] * rlen, response_logprobs=values(key, "rollout", rlen).tolist(),
+                                     num_turns=2, metrics=AgentLoopMetrics(),
+                                     extra_fields={"teacher_ids": torch.arange(seq, dtype=torch.int32)[:, None],
+                                                   "teacher_logprobs": values(key, "teacher", seq)[:, None]})
+            field = output.as_dict()
+            field.update(uid=uid, session_id=s, global_steps=1)
+            field["input_ids"] = torch.cat([field["prompts"], field["responses"]])
+            field["position_ids"] = torch.arange(seq)
+            keys.append(key)
+            fields.append(field)
+            tags.append({"status": "success", "prompt_len": plen, "response_len": rlen, "seq_len": seq,
+                         "global_steps": 1, "min_global_steps": 1, "max_global_steps": 1})
+    return keys, fields, tags
+
+
+class WorkerGroup:
+    """verl's actor worker group as the trainer talks to it: its dispatch info (2 ranks), the old-log-prob
+    pass writing what verl's workers write (``log_probs`` and ``entropy`` per position of the unpadded
+    sequence, position p + t - 1 for response token t), and the update reading the batch back."""
+
+    def __init__(self, extra_names):
+        self._dispatch_info = {}
+        self.extra_names = extra_names  # the Method.prepare extras the update should find
+        self.updates = []
+
+    def _query_dispatch_info(self, role):
+        return [0, 1]  # one process per rank
+
+    def compute_log_prob(self, batch):
+        from tensordict import TensorDict
+
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["input_ids"])
+        lens = [len(ids) for ids in data["input_ids"].unbind()]
+        nested = lambda name: torch.nested.as_nested_tensor(  # noqa: E731
+            [values(k, name, n) for k, n in zip(batch.keys, lens)], layout=torch.jagged)
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
+                        fields=TensorDict({"log_probs": nested("old"), "entropy": -nested("entropy")},
+                                          batch_size=[len(batch.keys)]))
+        return batch
+
+    def update_actor(self, batch):
+        keys = [plugin.NORM_TOKENS, plugin.NORM_SEQS, plugin.ENTROPY] + [plugin.EXTRA + n for n in self.extra_names]
+        got = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=keys)
+        self.updates.append((list(batch.keys), list(batch.tags), got))
+        return {"metrics": {"mfu": [0.0]}}
+
+
+def trainer_for(method, extra_names, tmp_path, monkeypatch):
+    """The registered trainer without its constructor (no Ray workers): verl's config composed from the
+    suite's overrides, the fake worker group, a tokenizer's eos id."""
+    from test_verl_overrides import compose
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from opdbench.engines.verl.overrides import TRAINER_MODE
+
+    run = resolve_run(TINY, "math", method, 0, METHODS_DIR)
+    args = verl_overrides(run, student="/models/student", teacher="/models/teacher", train_file="/data/train.parquet",
+                          n_prompts=4000, max_prompt_length=96, out_dir=str(tmp_path), resources=VerlResources())
+    monkeypatch.setenv(plugin.RUN_ENV, str(launch.write_run_file(run, tmp_path)))
+    plugin.run_method.cache_clear()
+    cls = TRAINER_REGISTRY[TRAINER_MODE]
+    trainer = cls.__new__(cls)
+    trainer.config = compose(args)
+    trainer.distillation_config = omega_conf_to_dataclass(trainer.config.distillation)
+    trainer.actor_rollout_wg = WorkerGroup(extra_names)
+    trainer.tokenizer = type("Tokenizer", (), {"eos_token_id": EOS})()
+    trainer.use_critic = False
+    trainer.global_steps = run["train"]["steps"]  # the last step: REOPOLD refines (its entropy mask)
+    return run, trainer
+
+
+def local_expectation(run, method, keys, tags, mini_batch_size):
+    """The local engine's view of the same rows in verl's order: log-probs, teacher log-probs and
+    entropy at each response token, the padding rows empty, the rollout groups by prompt."""
+    width = max(t["response_len"] for t in tags)
+    B = len(keys)
+    mask, logOld, logT, entropy = (torch.zeros(B, width) for _ in range(4))
+    uids = []
+    for i, (key, tag) in enumerate(zip(keys, tags)):
+        uids.append(key.rsplit("_", 2)[0])
+        if tag.get("is_padding"):
+            continue
+        p, r = tag["prompt_len"], tag["response_len"]
+        at = slice(p - 1, p + r - 1)
+        mask[i, :r] = 1
+        logOld[i, :r] = values(key, "old", p + r)[at]
+        logT[i, :r] = values(key, "teacher", p + r)[at]
+        entropy[i, :r] = -values(key, "entropy", p + r)[at]
+    groups = {u: g for g, u in enumerate(dict.fromkeys(uids))}
+    ids = torch.zeros(B, width, dtype=torch.long)
+    batch = ScoredBatch(Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask), logOld, logT, entropy,
+                        torch.tensor([groups[u] for u in uids]), {})
+    local = get_method_class(method, METHODS_DIR)(run["hparams"], run["train"], 0)
+    progress = Progress(run["train"]["steps"] - 1, run["train"]["steps"])
+    local.prepare(batch, progress)
+    tokens = torch.zeros(B)
+    for rows in plugin.minibatch_rows(B, mini_batch_size, DP):
+        mb = batch.select(rows)
+        terms, _ = local.loss(mb, StudentOutput(logS=mb.logOld), progress)
+        tokens[rows] = normalisers([terms])[0].tokens.float()
+    return batch, tokens
+
+
+@pytest.mark.parametrize("method, extra_names", [("opd", []), ("reopold", ["entropy_mask"])])
+def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(transfer_queue, tmp_path, monkeypatch,
+                                                                             method, extra_names):
+    from tensordict import TensorDict  # noqa: F401  (verl's helpers below build TensorDicts)
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    keys, fields, tags = rollouts()
+    partition = f"train_{method}"
+    meta = tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
+    run, trainer = trainer_for(method, extra_names, tmp_path, monkeypatch)
+    metrics = {}
+    batch = trainer._balance_batch(meta, metrics)  # verl's own: pads to the mini-batch multiple, reorders
+    assert len(batch) == 8 and sum(t.get("is_padding", False) for t in batch.tags) == 2
+    assert batch.keys[:len(keys)] != keys  # the balance moved rows: order matters below
+    batch = trainer._compute_old_log_prob(batch, metrics)  # verl's own: old_log_probs, entropy per response
+    trainer._update_actor(batch, metrics)
+
+    (seen_keys, seen_tags, got), = trainer.actor_rollout_wg.updates
+    assert seen_keys == list(batch.keys)
+    actor = trainer.config.actor_rollout_ref
+    expected, tokens = local_expectation(run, method, seen_keys, seen_tags,
+                                         actor.actor.ppo_mini_batch_size * actor.rollout.n)
+    width = expected.mask.shape[1]
+    assert torch.equal(plugin._padded(got[plugin.ENTROPY], width), expected.entropy)
+    assert torch.equal(plugin._padded(got[plugin.NORM_TOKENS], 1)[:, 0], tokens)
+    assert tokens.min() > 0  # every mini-batch has response tokens
+    assert sorted(expected.extras) == extra_names
+    for name, value in expected.extras.items():
+        assert torch.equal(plugin._padded(got[plugin.EXTRA + name], width).to(value.dtype), value), name
