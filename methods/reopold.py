@@ -31,7 +31,8 @@ class REOPOLD(Method):
               "t_switch": {"type": "number", "minimum": 0},  # past 1: exploration never ends
               "bounded_credit": {"type": "boolean"}, "entropy_selection": {"type": "boolean"},
               "schedule": {"type": "boolean"}}
-    paper_settings = {"rollouts_per_prompt": 8, "prompts_per_step": 128, "mini_batch_size": 32, "lr": 1.0e-5,
+    # mini_batch_size counts rollouts: App. D's mini-batch of 32 prompts x 8 rollouts (4 updates per step)
+    paper_settings = {"rollouts_per_prompt": 8, "prompts_per_step": 128, "mini_batch_size": 256, "lr": 1.0e-5,
                       "lr_schedule": "constant", "steps": 300, "max_new_tokens": 8192, "temperature": 1.0}
 
     def exploring(self, progress) -> bool:

@@ -38,6 +38,29 @@ def deep_update(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def compose_config(default: dict[str, Any], overlays: list[dict[str, Any]],
+                   command_line: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The workflow's config: ``default`` (config/config.yaml), each ``--configfile`` merged over it
+    in order, then ``--config``. A file's ``replace`` paths (dotted) are taken as the file writes them
+    instead of merged: a paper-scale experiment's task data, models or evaluation must not keep the
+    tiny scale's generated benchmarks or model recipes beside its own."""
+    out = copy.deepcopy(default)
+    for overlay in overlays:
+        out = deep_update(out, overlay)
+        for dotted in overlay.get("replace") or []:
+            keys, value = str(dotted).split("."), overlay
+            for i, key in enumerate(keys):
+                if not isinstance(value, dict) or key not in value:
+                    raise ConfigError(f"config key 'replace': '{dotted}' is not set in the same file "
+                                      f"('{'.'.join(keys[:i + 1])}' is missing)")
+                value = value[key]
+            target = out
+            for key in keys[:-1]:
+                target = target[key]
+            target[keys[-1]] = copy.deepcopy(value)
+    return deep_update(out, command_line or {})
+
+
 def _key_path(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 

@@ -211,3 +211,26 @@ def test_paper_mode_applies_each_methods_published_settings():
     run = resolve_run(cfg, "math", "uniopd", 0, METHODS_DIR)
     assert run["train"]["clip_ratio_high"] == 0.28 and run["train"]["loss_agg_mode"] == "seq-mean-token-mean"
     assert run["diff_from_base"]["train"]["clip_ratio_high"] == {"base": 0.2, "run": 0.28}
+
+
+def test_an_experiment_files_replace_paths_are_taken_as_written_not_merged():
+    from opdbench.config import compose_config
+
+    default = {"evaluation": {"n_samples": 8, "seed": 1}, "task_settings": {"math": {
+        "data": {"train": {"generator": {"steps": [1, 5]}, "size": 10}, "benchmarks": {"math_id": {"size": 2}}},
+        "teacher": {"source": "tiny", "arch": {"hidden_size": 8}}}}}
+    paper = {"replace": ["task_settings.math"], "evaluation": {"n_samples": 32},
+             "task_settings": {"math": {"data": {"train": {"path": "resources/t.jsonl"},
+                                                 "benchmarks": {"aime24": {"path": "resources/a.jsonl"}}},
+                                        "teacher": {"source": "org/teacher"}}}}
+    merged = compose_config(default, [{k: v for k, v in paper.items() if k != "replace"}])
+    assert "generator" in merged["task_settings"]["math"]["data"]["train"]  # what plain merging would leave
+    config = compose_config(default, [paper], {"seeds": [0]})
+    assert config["task_settings"]["math"] == paper["task_settings"]["math"]
+    assert config["evaluation"] == {"n_samples": 32, "seed": 1}  # not listed in replace: merged
+    assert config["seeds"] == [0]  # --config last
+    # a later file merges over an earlier file's replaced subtree
+    later = {"task_settings": {"math": {"teacher": {"source": "org/other"}}}}
+    assert compose_config(default, [paper, later])["task_settings"]["math"]["teacher"] == {"source": "org/other"}
+    with pytest.raises(ConfigError, match="'task_settings.code' is not set in the same file"):
+        compose_config(default, [{"replace": ["task_settings.code"], "task_settings": {"math": {}}}])

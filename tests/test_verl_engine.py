@@ -165,3 +165,24 @@ def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_canno
     assert proc.returncode != 0, out[-3000:]
     assert ("method 'eopd' needs 'teacher_entropy', which engine 'verl' does not provide "
             "(engines that provide it: local); config key 'base.engine'") in out, out[-3000:]
+
+
+def test_snakemake_plans_the_reopold_math_experiment_on_verl(tmp_path):
+    """`snakemake -n --configfile config/experiments/reopold_math.yaml` plans the paper-scale DAG:
+    the two hub models, one verl train job per method and an evaluation per model, with the
+    experiment's own data files (here stand-ins under resources/, as a user would place them)."""
+    work = tmp_path / "work"
+    experiment = load_yaml(REPO / "config" / "experiments" / "reopold_math.yaml")
+    math = experiment["task_settings"]["math"]["data"]
+    for spec in [math["train"], *math["benchmarks"].values()]:
+        path = work / spec["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"problem": "1 + 1 = ?", "answer": "2"}\n')
+    overlay = tmp_path / "hf.yaml"  # vLLM is not installed here: the start-up check would stop the dry run
+    overlay.write_text("evaluation: {backend: hf}\n")
+    proc = run_snakemake(work, "-n", configfiles=(REPO / "config" / "experiments" / "reopold_math.yaml", overlay),
+                         timeout=300)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert (counts["train"], counts["model"], counts["evaluate"], counts["make_data"]) == ("2", "2", "4", "1"), counts
+    for method in ("opd", "reopold"):
+        assert f"results/reopold_math/train/math/{method}/seed0/run.json" in proc.stdout

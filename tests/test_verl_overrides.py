@@ -5,17 +5,17 @@ import os
 import pytest
 
 from conftest import METHODS_DIR, REPO
-from opdbench.config import deep_update, load_yaml, resolve_run
+from opdbench.config import compose_config, deep_update, load_yaml, resolve_run, validate_config
 from opdbench.engines.verl.overrides import CONFIG_NAME, VerlResources, loss_name, verl_overrides
 from opdbench.errors import ConfigError
 
 TINY = load_yaml(REPO / "config" / "config.yaml")
-# A paper-size run: REOPOLD's math setting (1.5B student, 7B teacher) on one 8-GPU node.
-PAPER = deep_update(TINY, {"mode": "paper", "base": {
-    "dtype": "bfloat16", "steps": 300, "prompts_per_step": 128, "rollouts_per_prompt": 8, "mini_batch_size": 1024,
-    "max_new_tokens": 8192, "lr": 1.0e-6, "lr_schedule": "constant_with_warmup", "warmup_steps": 10,
-    "temperature": 1.0, "clip_ratio_high": 0.28, "checkpoint_every": 50}})
-PAPER_RESOURCES = VerlResources(nnodes=1, student_gpus_per_node=4, teacher_gpus_per_node=4, rollout_tp=1, teacher_tp=2)
+# The paper-scale experiment file of REOPOLD's math setting (1.5B student, 7B teacher, one 8-GPU
+# node), as the workflow composes it over the tiny default.
+REOPOLD_MATH = REPO / "config" / "experiments" / "reopold_math.yaml"
+PAPER = compose_config(TINY, [load_yaml(REOPOLD_MATH)])
+PAPER_RESOURCES = VerlResources.from_settings(PAPER["base"]["verl"])
+OPENR1_PROMPTS = 45_000  # about what Openr1-Math-46k-8192 holds (the dataloader must last all the steps)
 
 
 def overrides(config, method="opd", resources=VerlResources(), n_prompts=4000, **kw):
@@ -71,15 +71,43 @@ def test_the_overrides_compose_with_verls_config_and_pass_its_checks(config, res
     assert list(cfg.trainer.logger) == ["console", "file"]
 
 
-def test_the_paper_run_converts_units_and_schedules():
-    run, args = overrides(PAPER, resources=PAPER_RESOURCES)
-    cfg = compose(args)
-    optim = cfg.actor_rollout_ref.actor.optim
+def test_the_reopold_math_file_states_the_papers_settings_and_verl_gets_them():
+    """shared/seeds/000, Table 6 (1.5B math) and Appendix D, through the file into verl's config."""
+    validate_config(PAPER, METHODS_DIR, jobs_run_here=False)
+    math = PAPER["task_settings"]["math"]
+    assert math["teacher"] == {"source": "Skywork/Skywork-OR1-Math-7B"}  # replaced, not merged with tiny's recipe
+    assert math["student"] == {"source": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
+    assert sorted(math["data"]["benchmarks"]) == ["aime24", "aime25", "amc23", "math500", "minerva", "olympiad"]
+    assert "generator" not in math["data"]["train"]
+    assert PAPER["base"]["engine"] == "verl" and PAPER["methods"] == ["opd", "reopold"]
+    evaluation = PAPER["evaluation"]
+    assert (evaluation["temperature"], evaluation["top_p"], evaluation["max_new_tokens"]) == (0.6, 0.95, 32768)
+    for method in ("opd", "reopold"):
+        run, args = overrides(PAPER, method, PAPER_RESOURCES, n_prompts=OPENR1_PROMPTS, plen=1024)
+        cfg = compose(args)
+        actor, rollout, optim = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor.optim
+        assert cfg.trainer.total_training_steps == 300 and optim.lr == 1.0e-5
+        assert (optim.lr_scheduler_type, optim.lr_warmup_steps) == ("constant", 0)
+        assert cfg.data.train_batch_size == 128 and rollout.n == 8
+        assert actor.ppo_mini_batch_size == 32  # prompts: 4 gradient updates per rollout step
+        assert cfg.data.train_batch_size // actor.ppo_mini_batch_size == 4
+        assert cfg.data.max_response_length == 8192 and rollout.temperature == 1.0
+        assert actor.fsdp_config.model_dtype == "bf16" and rollout.dtype == "bfloat16"
+        assert rollout.max_model_len == 1024 + 8192 + 1
+        assert cfg.trainer.n_gpus_per_node + cfg.distillation.n_gpus_per_node == 8 and cfg.trainer.nnodes == 1
+        assert cfg.trainer.total_epochs * (OPENR1_PROMPTS // 128) >= 300  # the dataloader lasts all the steps
+        if method == "reopold":  # Table 6: lambda 0.3, beta 0.2, T_switch 100 of 300
+            hp = run["hparams"]
+            assert (hp["lam"], hp["beta"], round(hp["t_switch"] * 300)) == (0.3, 0.2, 100)
+
+
+def test_a_warmup_is_kept_in_steps_when_a_step_is_one_update():
     # one optimizer update per step (1024 rollouts = 128 prompts x 8): the warmup is in steps either way
+    config = deep_update(PAPER, {"base": {"mini_batch_size": 1024, "lr_schedule": "constant_with_warmup",
+                                          "warmup_steps": 10}})
+    _, args = overrides(config, resources=PAPER_RESOURCES)
+    optim = compose(args).actor_rollout_ref.actor.optim
     assert (optim.lr_scheduler_type, optim.lr_warmup_steps) == ("constant", 10)
-    assert cfg.actor_rollout_ref.actor.fsdp_config.model_dtype == "bf16" and cfg.actor_rollout_ref.rollout.dtype == "bfloat16"
-    assert cfg.actor_rollout_ref.rollout.max_model_len == 96 + 8192 + 1
-    assert cfg.trainer.total_epochs * (4000 // 128) >= 300  # the dataloader lasts all the steps
 
 
 def test_a_key_verl_does_not_have_fails_the_composition():

@@ -5,9 +5,21 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from opdbench.code_hash import EVALUATION_CODE, package_code_hash
-from opdbench.config import evaluation_settings, resolve_run, validate_config
+from opdbench.config import compose_config, evaluation_settings, load_yaml, resolve_run, validate_config
 from opdbench.errors import ConfigError
 from opdbench.resources import resources_of
+
+# Snakemake merges each --configfile over config/config.yaml; an experiment file's `replace`
+# paths (its task data, models, evaluation) are instead taken as the file writes them.
+_OVERLAYS = [load_yaml(path) for path in workflow.config_settings.configfiles]
+if any("replace" in overlay for overlay in _OVERLAYS):
+    try:
+        _composed = compose_config(load_yaml(Path(workflow.basedir) / "config" / "config.yaml"), _OVERLAYS,
+                                   dict(workflow.config_settings.config or {}))
+    except ConfigError as e:
+        raise WorkflowError(f"Invalid configuration: {e}")
+    config.clear()
+    config.update(_composed)
 
 METHODS_DIR = Path(workflow.basedir) / config["methods_dir"]
 
