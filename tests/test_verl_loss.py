@@ -50,10 +50,16 @@ def batch_data(seed=0):
     return mask, logOld, logT, entropy, logS
 
 
+def reference(mask, logOld):
+    """The reference model's log-probs (ExOPD): near the rollout policy's, as the initial student's."""
+    g = torch.Generator().manual_seed(1)
+    return (logOld + 0.5 * torch.randn(B, R, generator=g)).clamp(max=0) * mask
+
+
 def scored(mask, logOld, logT, entropy):
     ids = torch.zeros(B, R, dtype=torch.long)
     return ScoredBatch(Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask), logOld.clone(),
-                       logT.clone(), entropy.clone(), torch.arange(B) // 2, {})
+                       logT.clone(), entropy.clone(), torch.arange(B) // 2, {"logRef": reference(mask, logOld)})
 
 
 def micro_batch(rows, logS, logOld, logT, mask, keys, step, info):
@@ -74,7 +80,7 @@ def micro_batch(rows, logS, logOld, logT, mask, keys, step, info):
     data = TensorDict({
         "prompts": torch.nested.nested_tensor([torch.ones(PROMPT, dtype=torch.long)] * len(rows), layout=torch.jagged),
         "responses": torch.nested.nested_tensor([torch.ones(n, dtype=torch.long) for n in lens], layout=torch.jagged),
-        "response_mask": mask[rows], "old_log_probs": logOld[rows],
+        "response_mask": mask[rows], "old_log_probs": logOld[rows], "ref_log_prob": reference(mask, logOld)[rows],
         "teacher_logprobs": jag(torch.cat(teacher)[:, None]),
         **{key: value[rows] for key, value in keys.items()}}, batch_size=[len(rows)])
     tu.assign_non_tensor(data, max_response_len=R, global_steps=step + 1, **info)

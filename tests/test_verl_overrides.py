@@ -35,14 +35,15 @@ def compose(args):
         return hydra_compose(config_name=CONFIG_NAME, overrides=args)
 
 
-def check_with_verls_classes(cfg):
+def check_with_verls_classes(cfg, reference=False):
     """What verl's main_ppo does with the config before it starts Ray, and its config dataclasses."""
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
     from verl.workers.config import DistillationConfig, RolloutConfig
 
-    assert not need_reference_policy(cfg) and not need_critic(cfg)  # no reference model, no critic
-    validate_config(cfg, use_reference_policy=False, use_critic=False)
+    # a reference worker only for a method that needs reference log-probs; never a critic
+    assert need_reference_policy(cfg) == reference and not need_critic(cfg)
+    validate_config(cfg, use_reference_policy=reference, use_critic=False)
     distillation = omega_conf_to_dataclass(cfg.distillation)
     assert isinstance(distillation, DistillationConfig)
     assert isinstance(omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout), RolloutConfig)
@@ -51,11 +52,11 @@ def check_with_verls_classes(cfg):
 
 
 @pytest.mark.parametrize("config, resources", [(TINY, VerlResources()), (PAPER, PAPER_RESOURCES)], ids=["tiny", "paper"])
-@pytest.mark.parametrize("method", ["opd", "reopold"])
+@pytest.mark.parametrize("method", ["opd", "reopold", "exopd"])
 def test_the_overrides_compose_with_verls_config_and_pass_its_checks(config, resources, method):
     run, args = overrides(config, method, resources)
     cfg = compose(args)
-    distillation = check_with_verls_classes(cfg)
+    distillation = check_with_verls_classes(cfg, reference=method == "exopd")
     train = run["train"]
     actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
     assert cfg.data.train_batch_size == train["prompts_per_step"] and rollout.n == train["rollouts_per_prompt"]
@@ -138,3 +139,17 @@ def test_the_constant_schedule_keeps_no_warmup_and_resources_are_checked():
         VerlResources.from_settings({"gpus": 2})
     with pytest.raises(ConfigError, match="student GPUs"):
         overrides(TINY, resources=VerlResources(student_gpus_per_node=3))
+
+
+def test_exopds_reference_is_verls_reference_worker_on_the_initial_student_at_temperature_1():
+    _, args = overrides(TINY, "exopd")
+    cfg = compose(args)
+    actor = cfg.actor_rollout_ref.actor
+    assert actor.use_kl_loss and actor.kl_loss_coef == 0.0  # starts the worker; the loss never computes it
+    assert cfg.actor_rollout_ref.model.path == "/models/student"  # what the reference worker loads
+    assert cfg.actor_rollout_ref.ref.fsdp_config.model_dtype == actor.fsdp_config.model_dtype
+    with pytest.raises(ConfigError, match="method_settings.exopd.reference"):
+        overrides(deep_update(TINY, {"method_settings": {"exopd": {"reference": "org/base-model"}}}), "exopd")
+    with pytest.raises(ConfigError, match="'base.temperature' \\(0.7\\)"):
+        overrides(deep_update(TINY, {"base": {"temperature": 0.7}}), "exopd")
+    overrides(deep_update(TINY, {"base": {"temperature": 0.7}}), "opd")  # no reference: any temperature

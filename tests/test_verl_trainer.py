@@ -5,7 +5,8 @@ rows added, rows reordered over 2 data-parallel ranks) and ``_compute_old_log_pr
 that writes what verl's workers write), then the suite's ``_update_actor``: the keys it writes back
 must reach each row by its TransferQueue key, and equal what the local engine computes for the same
 rows in the same order (``Method.prepare`` on the whole batch, each loss term's normalisers over its
-global mini-batch). The composed config is the suite's own overrides of a tiny run."""
+global mini-batch); for ExOPD verl's own ``_compute_ref_log_prob`` writes the reference's log-probs
+where the loss reads them. The composed config is the suite's own overrides of a tiny run."""
 import hashlib
 
 import pytest
@@ -79,28 +80,37 @@ class WorkerGroup:
     pass writing what verl's workers write (``log_probs`` and ``entropy`` per position of the unpadded
     sequence, position p + t - 1 for response token t), and the update reading the batch back."""
 
-    def __init__(self, extra_names):
+    def __init__(self, extra_names, reference):
         self._dispatch_info = {}
         self.extra_names = extra_names  # the Method.prepare extras the update should find
+        self.reference = reference  # the reference worker ran (ExOPD)
         self.updates = []
 
     def _query_dispatch_info(self, role):
         return [0, 1]  # one process per rank
 
-    def compute_log_prob(self, batch):
+    def _write(self, batch, fields):
         from tensordict import TensorDict
 
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["input_ids"])
         lens = [len(ids) for ids in data["input_ids"].unbind()]
-        nested = lambda name: torch.nested.as_nested_tensor(  # noqa: E731
-            [values(k, name, n) for k, n in zip(batch.keys, lens)], layout=torch.jagged)
+        nested = lambda name, sign: torch.nested.as_nested_tensor(  # noqa: E731
+            [sign * values(k, name, n) for k, n in zip(batch.keys, lens)], layout=torch.jagged)
         tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
-                        fields=TensorDict({"log_probs": nested("old"), "entropy": -nested("entropy")},
+                        fields=TensorDict({field: nested(*how) for field, how in fields.items()},
                                           batch_size=[len(batch.keys)]))
         return batch
 
+    def compute_log_prob(self, batch):
+        return self._write(batch, {"log_probs": ("old", 1), "entropy": ("entropy", -1)})
+
+    def compute_ref_log_prob(self, batch):  # the reference worker (verl's ref_policy_wg)
+        return self._write(batch, {"log_probs": ("ref", 1)})
+
     def update_actor(self, batch):
         keys = [plugin.NORM_TOKENS, plugin.NORM_SEQS, plugin.ENTROPY] + [plugin.EXTRA + n for n in self.extra_names]
+        if self.reference:
+            keys.append(plugin.REFERENCE)
         got = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=keys)
         self.updates.append((list(batch.keys), list(batch.tags), got))
         return {"metrics": {"mfu": [0.0]}}
@@ -110,6 +120,7 @@ def trainer_for(method, extra_names, tmp_path, monkeypatch):
     """The registered trainer without its constructor (no Ray workers): verl's config composed from the
     suite's overrides, the fake worker group, a tokenizer's eos id."""
     from test_verl_overrides import compose
+    from verl.trainer.ppo.utils import need_reference_policy
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
     from verl.utils.config import omega_conf_to_dataclass
 
@@ -124,7 +135,9 @@ def trainer_for(method, extra_names, tmp_path, monkeypatch):
     trainer = cls.__new__(cls)
     trainer.config = compose(args)
     trainer.distillation_config = omega_conf_to_dataclass(trainer.config.distillation)
-    trainer.actor_rollout_wg = WorkerGroup(extra_names)
+    trainer.use_reference_policy = need_reference_policy(trainer.config)
+    trainer.actor_rollout_wg = trainer.ref_policy_wg = WorkerGroup(extra_names, trainer.use_reference_policy)
+    trainer.ref_in_actor = False
     trainer.tokenizer = type("Tokenizer", (), {"eos_token_id": EOS})()
     trainer.use_critic = False
     trainer.global_steps = run["train"]["steps"]  # the last step: REOPOLD refines (its entropy mask)
@@ -136,7 +149,7 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
     entropy at each response token, the padding rows empty, the rollout groups by prompt."""
     width = max(t["response_len"] for t in tags)
     B = len(keys)
-    mask, logOld, logT, entropy = (torch.zeros(B, width) for _ in range(4))
+    mask, logOld, logT, entropy, logRef = (torch.zeros(B, width) for _ in range(5))
     uids = []
     for i, (key, tag) in enumerate(zip(keys, tags)):
         uids.append(key.rsplit("_", 2)[0])
@@ -148,10 +161,11 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
         logOld[i, :r] = values(key, "old", p + r)[at]
         logT[i, :r] = values(key, "teacher", p + r)[at]
         entropy[i, :r] = -values(key, "entropy", p + r)[at]
+        logRef[i, :r] = values(key, "ref", p + r)[at]
     groups = {u: g for g, u in enumerate(dict.fromkeys(uids))}
     ids = torch.zeros(B, width, dtype=torch.long)
     batch = ScoredBatch(Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask), logOld, logT, entropy,
-                        torch.tensor([groups[u] for u in uids]), {})
+                        torch.tensor([groups[u] for u in uids]), {"logRef": logRef})
     local = get_method_class(method, METHODS_DIR)(run["hparams"], run["train"], 0)
     progress = Progress(run["train"]["steps"] - 1, run["train"]["steps"])
     local.prepare(batch, progress)
@@ -160,10 +174,10 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
         mb = batch.select(rows)
         terms, _ = local.loss(mb, StudentOutput(logS=mb.logOld), progress)
         tokens[rows] = normalisers([terms])[0].tokens.float()
-    return batch, tokens
+    return batch, tokens, logRef
 
 
-@pytest.mark.parametrize("method, extra_names", [("opd", []), ("reopold", ["entropy_mask"])])
+@pytest.mark.parametrize("method, extra_names", [("opd", []), ("reopold", ["entropy_mask"]), ("exopd", [])])
 def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(transfer_queue, tmp_path, monkeypatch,
                                                                              method, extra_names):
     from tensordict import TensorDict  # noqa: F401  (verl's helpers below build TensorDicts)
@@ -178,17 +192,24 @@ def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(tra
     assert len(batch) == 8 and sum(t.get("is_padding", False) for t in batch.tags) == 2
     assert batch.keys[:len(keys)] != keys  # the balance moved rows: order matters below
     batch = trainer._compute_old_log_prob(batch, metrics)  # verl's own: old_log_probs, entropy per response
+    assert trainer.use_reference_policy == (method == "exopd")
+    if trainer.use_reference_policy:
+        batch = trainer._compute_ref_log_prob(batch, metrics)  # verl's own: ref_log_prob per response
     trainer._update_actor(batch, metrics)
 
     (seen_keys, seen_tags, got), = trainer.actor_rollout_wg.updates
     assert seen_keys == list(batch.keys)
     actor = trainer.config.actor_rollout_ref
-    expected, tokens = local_expectation(run, method, seen_keys, seen_tags,
+    expected, tokens, logRef = local_expectation(run, method, seen_keys, seen_tags,
                                          actor.actor.ppo_mini_batch_size * actor.rollout.n)
     width = expected.mask.shape[1]
     assert torch.equal(plugin._padded(got[plugin.ENTROPY], width), expected.entropy)
     assert torch.equal(plugin._padded(got[plugin.NORM_TOKENS], 1)[:, 0], tokens)
     assert tokens.min() > 0  # every mini-batch has response tokens
-    assert sorted(expected.extras) == extra_names
-    for name, value in expected.extras.items():
+    if method == "exopd":  # what the loss reads as the reference's log-probs (plugin.scored_batch)
+        assert torch.equal(plugin._padded(got[plugin.REFERENCE], width) * expected.mask, logRef)
+        assert logRef.abs().sum() > 0
+    prepared = {name: value for name, value in expected.extras.items() if name != "logRef"}
+    assert sorted(prepared) == extra_names
+    for name, value in prepared.items():
         assert torch.equal(plugin._padded(got[plugin.EXTRA + name], width).to(value.dtype), value), name

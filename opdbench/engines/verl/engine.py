@@ -23,12 +23,13 @@ from opdbench.errors import ConfigError
 
 @register_engine("verl")
 class VerlEngine:
-    # From opdbench.method.SCORING_NEEDS, what verl 0.9.1 gives a loss: none beyond the teacher's
-    # log-prob of each sampled token. Its teacher loop returns either those or top-k log-probs in a
-    # run, not both (teacher_topk methods need both); no teacher entropy, teacher-written prefixes or
-    # second reference model; its reward reaches the loss only as advantages (outcome); no
-    # pre-training difficulty profile (prompt_difficulty). Each comes with an extension (issue 14).
-    capabilities: frozenset[str] = frozenset()
+    # From opdbench.method.SCORING_NEEDS, what verl 0.9.1 gives a loss beyond the teacher's log-prob
+    # of each sampled token: the reference model's (its reference worker, started by
+    # overrides._reference; the initial student at temperature 1). Its teacher loop returns either
+    # sampled-token or top-k log-probs in a run, not both (teacher_topk methods need both); no
+    # teacher entropy or teacher-written prefixes; its reward reaches the loss only as advantages
+    # (outcome); no pre-training difficulty profile (prompt_difficulty). docs/verl.md, "Methods".
+    capabilities: frozenset[str] = frozenset({"ref_logprobs"})
 
     def __init__(self, run: dict[str, Any], task, train_rows: list[dict[str, Any]], student_ref: str,
                  teacher_ref: str, method, out_dir: Path, device: str = "cuda"):
@@ -54,7 +55,7 @@ class VerlEngine:
         launch.write_run_file(self.run, self.out_dir)
         overrides = verl_overrides(self.run, student=self.student, teacher=self.teacher, train_file=train_file,
                                    n_prompts=len(self.rows), max_prompt_length=self.max_prompt_length,
-                                   out_dir=self.out_dir, resources=self.resources)
+                                   out_dir=self.out_dir, resources=self.resources, needs=type(self.method).needs)
         env = launch.launch_env(self.out_dir, launch.next_attempt(self.out_dir))
         return launch.write_launch_script(self.out_dir / "launch.sh", launch.launch_command(self.python, overrides, env),
                                           env)

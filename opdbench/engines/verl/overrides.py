@@ -88,14 +88,47 @@ def _lr_schedule(train: dict[str, Any], updates_per_step: int) -> list[str]:
             "actor_rollout_ref.actor.optim.num_cycles=0.5"]
 
 
+def _reference(run: dict[str, Any], needs: frozenset[str], max_len: int) -> list[str]:
+    """verl's reference worker for a method that needs reference log-probs (ExOPD): verl starts it
+    only with a KL term configured (``need_reference_policy``); the term's coefficient is 0 and,
+    with ``use_policy_gradient: false``, verl never computes it. The worker loads the student's
+    initial weights (``actor_rollout_ref.model.path``) and scores at the rollout temperature, so
+    the reference is exact for a reference of the initial student at temperature 1 only."""
+    if "ref_logprobs" not in needs:
+        return ["actor_rollout_ref.actor.use_kl_loss=False"]
+    train, hp = run["train"], run["hparams"]
+    if hp.get("reference", "student") != "student":
+        raise ConfigError(f"config key 'method_settings.{run['method']}.reference' ('{hp['reference']}'): verl 0.9.1's "
+                          f"reference worker loads the student's initial weights only; a reference of another "
+                          f"model trains on the local engine (base.engine: local)")
+    if train["temperature"] != 1.0:
+        raise ConfigError(f"config key 'base.temperature' ({train['temperature']}): verl 0.9.1 scores the reference "
+                          f"at the rollout temperature, method '{run['method']}' at temperature 1 (as the teacher); "
+                          f"use temperature 1.0 or base.engine: local")
+    return ["actor_rollout_ref.actor.use_kl_loss=True",
+            "actor_rollout_ref.actor.kl_loss_coef=0.0",
+            f"actor_rollout_ref.ref.fsdp_config.model_dtype={DTYPES[train['dtype']]}",  # as the student's old log-probs
+            "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
+            f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={max(16384, max_len)}"]
+
+
+def method_needs(run: dict[str, Any]) -> frozenset[str]:
+    """What the run's method needs from scoring (its method file's ``needs``)."""
+    from opdbench.engines.verl.plugin import methods_dir
+    from opdbench.registry import get_method_class
+
+    return frozenset(get_method_class(run["method"], methods_dir()).needs)
+
+
 def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | Path, train_file: str | Path,
                    n_prompts: int, max_prompt_length: int, out_dir: str | Path,
                    resources: VerlResources = VerlResources(), logger: tuple[str, ...] = ("console", "file"),
-                   ) -> list[str]:
+                   needs: frozenset[str] | None = None) -> list[str]:
     """Hydra overrides (``key=value``) of verl's ``ppo_trainer`` config for one resolved run.
 
     ``n_prompts``: rows of the train parquet; ``max_prompt_length``: the longest encoded prompt
-    (verl refuses longer ones instead of truncating them)."""
+    (verl refuses longer ones instead of truncating them); ``needs``: the method's (default: its
+    method file's)."""
     train, method = run["train"], run["method"]
     n, per_step = train["rollouts_per_prompt"], train["prompts_per_step"]
     if train["mini_batch_size"] % n:
@@ -118,6 +151,7 @@ def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | P
     out_dir = Path(out_dir)
     teacher_key = "distillation.teacher_models.teacher_model"
     seed = run["seed"]
+    needs = method_needs(run) if needs is None else needs
     return [
         # data: the task's parquet; validation is off (the suite evaluates the saved model itself)
         f"data.train_files=['{train_file}']",
@@ -154,7 +188,7 @@ def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | P
         f"actor_rollout_ref.actor.clip_ratio_high={train['clip_ratio_high']}",
         "actor_rollout_ref.actor.entropy_coeff=0",
         "actor_rollout_ref.actor.calculate_entropy=True",  # the suite logs the student's entropy
-        "actor_rollout_ref.actor.use_kl_loss=False",
+        *_reference(run, needs, max_len),
         f"actor_rollout_ref.actor.grad_clip={train['grad_clip']}",
         "actor_rollout_ref.actor.optim.optimizer=AdamW",
         f"actor_rollout_ref.actor.optim.lr={train['lr']}",

@@ -56,6 +56,7 @@ def run_method(name: str):
 NORM_TOKENS = "opdbench_norm_tokens"  # [B, n_terms]: each term's token count over the row's global mini-batch
 NORM_SEQS = "opdbench_norm_seqs"  # [B, n_terms]: its count of sequences with a token there
 ENTROPY = "opdbench_entropy"  # [B, R]: the rollout policy's entropy (verl's old-log-prob pass)
+REFERENCE = "ref_log_prob"  # verl's own key: the reference worker's log-probs per response token
 EXTRA = "opdbench_extra_"  # + name: Method.prepare's batch.extras, one row per rollout
 
 
@@ -123,8 +124,8 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
     """verl's batch (a micro-batch in the loss, the rollout batch in the trainer) as the suite's
     ``ScoredBatch`` padded to [B, width]: the rollout policy's log-probs, the teacher's (its
     sampled-token mode: one log-prob per position of the unpadded sequence), the response mask,
-    the rollout entropy, the rollout groups (verl's ``uid``), and the extras ``prepare_update``
-    added. verl's batch has no suite ``Sequences``: the methods read only its response mask."""
+    the rollout entropy, the rollout groups (verl's ``uid``), the reference's log-probs where verl's
+    reference worker ran (``logRef``), and the extras ``prepare_update`` added. verl's batch has no suite ``Sequences``: the methods read only its response mask."""
     import torch
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -138,6 +139,8 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
     entropy = _padded(data[entropy_key], width) if entropy_key in keys else torch.zeros_like(mask)
     extras = {key[len(EXTRA):]: (_padded(data[key], width) if data[key].dim() == 2 else data[key])
               for key in keys if isinstance(key, str) and key.startswith(EXTRA)}
+    if REFERENCE in keys:  # ref_logprobs (ExOPD)
+        extras["logRef"] = _padded(data[REFERENCE], width).float() * mask
     uids = _plain(data.get("uid", None) if hasattr(data, "get") else None)
     ids = {uid: i for i, uid in enumerate(dict.fromkeys(uids))} if uids is not None else None
     group = [ids[uid] for uid in uids] if ids is not None else list(range(mask.shape[0]))

@@ -20,6 +20,11 @@ from opdbench.engines.verl.overrides import TRAINER_MODE
 FIELDS = ("prompts", "responses", "response_mask", "old_log_probs", "entropy", "teacher_logprobs", "uid")
 
 
+def fields_of(needs) -> list[str]:
+    """The fields to read for a method with these needs (the reference's where verl computed them)."""
+    return list(FIELDS) + ([plugin.REFERENCE] if "ref_logprobs" in needs else [])
+
+
 def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) -> dict:
     """The extra batch keys of one rollout batch (``fields``: verl's batch as the trainer holds it,
     in the order verl dispatches it to the ranks, i.e. after ``_balance_batch``)."""
@@ -47,15 +52,16 @@ def register() -> bool:
     @register_trainer(TRAINER_MODE)
     class OPDBenchTrainer(PPOTrainerSync):
         def _update_actor(self, batch, metrics):
-            fields = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(FIELDS))
+            run = plugin.run_file()
+            method = plugin.run_method(run["method"])
+            fields = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                     select_fields=fields_of(type(method).needs))
             group = self.actor_rollout_wg
             if "actor" not in group._dispatch_info:  # as verl's _balance_batch reads the dp size
                 group._dispatch_info["actor"] = group._query_dispatch_info("actor")
             dp_size = max(group._dispatch_info["actor"]) + 1
             actor = self.config.actor_rollout_ref
-            run = plugin.run_file()
-            keys = update_keys(fields, plugin.run_method(run["method"]), Progress(self.global_steps - 1,
-                                                                                   run["train"]["steps"]),
+            keys = update_keys(fields, method, Progress(self.global_steps - 1, run["train"]["steps"]),
                                actor.actor.ppo_mini_batch_size * actor.rollout.n, dp_size)
             tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                             fields=TensorDict(keys, batch_size=[len(batch.keys)]))
