@@ -1,6 +1,6 @@
 """How far does a tiny base model's held-out score move when its training is perturbed the
 way another machine perturbs it? Trains the task's teacher or student once per perturbation
-(``opdbench.robustness``: none, avx2, init_noise, sft_seed), each in a fresh interpreter,
+(``opdbench.models.robustness``: none, avx2, init_noise, sft_seed), each in a fresh interpreter,
 evaluates it with the workflow's evaluation seeds, and prints one row per perturbation: the
 weights' sha256 and Avg@N per benchmark (mean over evaluation seeds), then the spread.
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from opdbench.config import deep_update, load_yaml  # noqa: E402
-from opdbench.robustness import PERTURBATIONS, probe, spread  # noqa: E402
+from opdbench.models.robustness import PERTURBATIONS, probe, spread  # noqa: E402
 
 
 def main() -> None:

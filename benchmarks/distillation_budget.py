@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from opdbench import pipeline  # noqa: E402
 from opdbench.config import deep_update, evaluation_settings, load_yaml, validate_config  # noqa: E402
 from opdbench.models import load_model, load_tokenizer, write_manifest  # noqa: E402
-from opdbench.sft import train_sft  # noqa: E402
+from opdbench.models.sft import train_sft  # noqa: E402
 from opdbench.tasks.base import read_jsonl  # noqa: E402
 
 

@@ -32,7 +32,7 @@ def early_answer_credit(root: Path, gold_rows: dict[int, dict], samples: list[di
     from opdbench import pipeline
     from opdbench.config import load_yaml
     from opdbench.models import load_model, load_tokenizer
-    from opdbench.rollout import encode_prompts, pack, response_logits, token_logprobs
+    from opdbench.train.rollout import encode_prompts, pack, response_logits, token_logprobs
 
     task = pipeline.load_task(load_yaml(REPO / "config" / "config.yaml"), "math")
     models = root / "models" / "math"

@@ -1,5 +1,5 @@
 """Peak memory of teacher top-k scoring plus the student's differentiable top-k log-probs:
-the chunked O(n*k) path of ``opdbench.scoring`` against the naive full-logits computation.
+the chunked O(n*k) path of ``opdbench.train.scoring`` against the naive full-logits computation.
 
 Both paths do the same work for one response: the teacher's log-probs at the sampled
 tokens and its top-k (ids and log-probs) from its final hidden states; the student's
@@ -34,7 +34,7 @@ def run_path(args) -> dict:
     import torch
 
     from opdbench.blocks import topk_forward_kl
-    from opdbench.scoring import logprobs_at, score_tokens
+    from opdbench.train.scoring import logprobs_at, score_tokens
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

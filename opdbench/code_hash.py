@@ -11,19 +11,19 @@ import inspect
 from functools import lru_cache
 from pathlib import Path
 
-from opdbench.resources import sha256_of
+from opdbench.data.resources import sha256_of
 
 PACKAGE = Path(__file__).resolve().parent
 # What shapes a trained student besides its method file: the method base class and its
 # building blocks, scoring, rollouts, the engines, and the tasks (prompts, verifiers).
-TRAINING_CODE = ("method.py", "scoring.py", "rollout.py", "models.py", "blocks", "engines", "tasks")
-# Each engine's own code under engines/: a run hashes the rest of TRAINING_CODE (the engine-neutral
-# code) and its own engine's, so editing one engine reruns only the runs on it. Anything else under
-# engines/ is engine-neutral.
-ENGINE_CODE = {"local": ("engines/local.py",), "verl": ("engines/verl",)}
+TRAINING_CODE = ("method.py", "blocks", "train", "models/__init__.py", "tasks")
+# Each engine's own code under train/engines/: a run hashes the rest of TRAINING_CODE (the
+# engine-neutral code) and its own engine's, so editing one engine reruns only the runs on it.
+# Anything else under train/ is engine-neutral.
+ENGINE_CODE = {"local": ("train/engines/local.py",), "verl": ("train/engines/verl",)}
 # What shapes an evaluation's numbers: sampling (the generation backends), the verifiers
 # (tasks) and the metrics.
-EVALUATION_CODE = ("evaluation.py", "generation.py", "metrics.py", "rollout.py", "models.py", "tasks")
+EVALUATION_CODE = ("evaluate", "train/rollout.py", "models/__init__.py", "tasks")
 
 
 def _files(parts: tuple[str, ...], exclude: tuple[str, ...] = ()) -> list[Path]:

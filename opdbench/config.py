@@ -18,7 +18,7 @@ import yaml
 
 from opdbench.errors import ConfigError, unknown_name_error
 
-# The generation backend when the config names none (opdbench.generation.BACKENDS); here so
+# The generation backend when the config names none (opdbench.evaluate.generation.BACKENDS); here so
 # that reading a config does not import torch.
 DEFAULT_BACKEND = "hf"
 
@@ -203,7 +203,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
                 raise unknown_name_error("method", name, methods, also={"variants": config["variants"]})
         check_engines(config, methods)
     if jobs_run_here:
-        from opdbench.generation import check_backend
+        from opdbench.evaluate.generation import check_backend
 
         for task in config["tasks"]:
             check_backend(evaluation_settings(config, task)["backend"])
@@ -223,7 +223,7 @@ def run_engine(config: dict[str, Any], method_cls: type) -> str:
 
 def check_engines(config: dict[str, Any], methods: dict[str, type]) -> None:
     """The engine is registered, and it provides what each listed run's method needs."""
-    from opdbench.engines import check_capabilities, load_engines
+    from opdbench.train.engines import check_capabilities, load_engines
 
     engines = load_engines()
     if config["base"]["engine"] not in engines:

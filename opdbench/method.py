@@ -6,7 +6,7 @@ paper's hyperparameters), ``schema`` (each hyperparameter's JSON-schema type and
 checked when the workflow starts) and ``needs`` (scoring beyond the teacher's log-probs of the
 sampled tokens, from ``SCORING_NEEDS``), and implements ``loss``, which returns the loss as
 per-token terms (``LossTerm``: values, mask, aggregation, weight) that the engine reduces
-over the mini-batch of one optimizer step (``opdbench.engines.losses``). Optional hooks:
+over the mini-batch of one optimizer step (``opdbench.train.losses``). Optional hooks:
 
 - ``prepare(batch, progress)``: batch-level quantities computed once per rollout batch,
   before the mini-batch updates (entropy quantiles, group calibration, random masks);
@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 import torch
 
 from opdbench.blocks import clipped_policy_loss
-from opdbench.engines.losses import LossTerm
+from opdbench.train.losses import LossTerm
 from opdbench.errors import ConfigError
-from opdbench.rollout import Sequences
+from opdbench.train.rollout import Sequences
 
 # What the engine can score or plan on request (a method lists the ones it needs):
 #   teacher_topk      extras["topk_ids"], extras["topk_logT"] [B, T, k]; student.topk_logS
@@ -74,7 +74,7 @@ class ScoredBatch:
 class StudentOutput:
     """The current student on a mini-batch; both tensors carry the gradient.
 
-    Computed by the engine in O(n*k) memory (``opdbench.scoring.logprobs_at``): the
+    Computed by the engine in O(n*k) memory (``opdbench.train.scoring.logprobs_at``): the
     full-vocabulary log-softmax of the student, at the sampled tokens and, for methods
     that need ``teacher_topk``, at the teacher's top-k ids.
     """

@@ -16,7 +16,7 @@ from opdbench.config import canonical_hash, evaluation_settings, resolve_run
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
-from opdbench.resources import sha256_of
+from opdbench.data.resources import sha256_of
 from opdbench.tasks import get_task
 from opdbench.tasks.base import read_jsonl
 
@@ -61,7 +61,7 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
                 tokenizer_dir: str | Path, out_dir: str | Path, threads: int = 1) -> None:
     """Tiny scale: a Qwen2 LM trained by SFT on worked solutions. Otherwise: a pointer to
     the hub id or local path, loaded by the same ``load_model``."""
-    from opdbench.sft import train_sft
+    from opdbench.models.sft import train_sft
 
     spec = config["task_settings"][task_name][role]
     out_dir = Path(out_dir)
@@ -90,7 +90,7 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
 def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data_dir: str | Path,
           student: str | Path, teacher: str | Path, out_dir: str | Path, methods_dir: str | Path,
           threads: int = 1) -> None:
-    from opdbench.engines import check_capabilities, get_engine
+    from opdbench.train.engines import check_capabilities, get_engine
     from opdbench.registry import get_method_class
 
     torch.set_num_threads(threads)
@@ -172,7 +172,7 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
              samples_path: str | Path, metrics_path: str | Path, label: dict[str, Any], threads: int = 1,
              benchmarks: list[str] | None = None) -> None:
     """``benchmarks``: only these of the task's benchmarks (default: all)."""
-    from opdbench.evaluation import generate_and_score, summarize
+    from opdbench.evaluate.evaluation import generate_and_score, summarize
 
     torch.set_num_threads(threads)
     # Seed k of every model (base or trained) samples with the same evaluation seed.

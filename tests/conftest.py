@@ -12,7 +12,7 @@ import torch
 
 from opdbench.method import ScoredBatch
 from opdbench.models import build_tiny_model, train_tokenizer
-from opdbench.rollout import Sequences
+from opdbench.train.rollout import Sequences
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

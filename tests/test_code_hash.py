@@ -25,11 +25,11 @@ def hashes():
 
 
 @pytest.mark.parametrize("edited,changes", [
-    ("engines/verl/plugin.py", {"verl"}),
-    ("engines/verl/overrides.py", {"verl"}),
-    ("engines/local.py", {"local"}),
-    ("engines/common.py", {"local", "verl"}),
-    ("engines/losses.py", {"local", "verl"}),
+    ("train/engines/verl/plugin.py", {"verl"}),
+    ("train/engines/verl/overrides.py", {"verl"}),
+    ("train/engines/local.py", {"local"}),
+    ("train/common.py", {"local", "verl"}),
+    ("train/losses.py", {"local", "verl"}),
     ("method.py", {"local", "verl"}),
 ])
 def test_editing_an_engines_code_changes_only_its_runs_hash(package_copy, edited, changes):

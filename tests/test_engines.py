@@ -8,9 +8,9 @@ import torch
 
 from opdbench.blocks import AGG_MODES
 from opdbench.config import deep_update, load_yaml, validate_config
-from opdbench.engines import ENGINES, get_engine, load_engines, register_engine
-from opdbench.engines.local import LocalEngine
-from opdbench.engines.losses import LossTerm, aggregate_terms, batch_loss, normalisers
+from opdbench.train.engines import ENGINES, get_engine, load_engines, register_engine
+from opdbench.train.engines.local import LocalEngine
+from opdbench.train.losses import LossTerm, aggregate_terms, batch_loss, normalisers
 from opdbench.errors import ConfigError
 from opdbench.method import SCORING_NEEDS, Progress, StudentOutput
 from opdbench.registry import get_method_class, load_methods
@@ -77,8 +77,8 @@ def test_pipeline_train_refuses_a_run_its_engine_cannot_score(partial_engine, tm
 
 
 ENGINE_PLUGIN = '''
-from opdbench.engines import register_engine
-from opdbench.engines.local import LocalEngine
+from opdbench.train.engines import register_engine
+from opdbench.train.engines.local import LocalEngine
 from opdbench.method import SCORING_NEEDS
 
 

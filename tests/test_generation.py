@@ -18,11 +18,11 @@ import torch
 
 from opdbench.config import deep_update, evaluation_settings, load_yaml, validate_config
 from opdbench.errors import ConfigError
-from opdbench.evaluation import generate_and_score, sampling_spec
-from opdbench.generation import SamplingSpec, check_backend, generate, request_seed
+from opdbench.evaluate.evaluation import generate_and_score, sampling_spec
+from opdbench.evaluate.generation import SamplingSpec, check_backend, generate, request_seed
 from opdbench.models import build_tiny_model, load_model, load_tokenizer, train_tokenizer
 from opdbench.pipeline import load_task
-from opdbench.rollout import encode_prompts, pack, response_logits, sample, token_logprobs
+from opdbench.train.rollout import encode_prompts, pack, response_logits, sample, token_logprobs
 
 from conftest import MICRO_CONFIG, REPO, tiny
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from opdbench.engines.losses import batch_loss
+from opdbench.train.losses import batch_loss
 from opdbench.method import Progress, StudentOutput
 from opdbench.registry import get_method_class
 

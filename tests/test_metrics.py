@@ -7,7 +7,7 @@ from math import comb
 
 import pytest
 
-from opdbench.metrics import (avg_at_k, expected_max_at_k, group_answers, maj_at_k, pass_at_k, problem_metrics,
+from opdbench.evaluate.metrics import (avg_at_k, expected_max_at_k, group_answers, maj_at_k, pass_at_k, problem_metrics,
                               scaling_ks)
 
 
@@ -91,7 +91,7 @@ def test_scaling_budgets_double_up_to_n():
 
 
 def test_an_evaluation_summary_carries_each_benchmarks_scaling_curve():
-    from opdbench.evaluation import summarize
+    from opdbench.evaluate.evaluation import summarize
 
     class ExactAnswers:
         same_answer = staticmethod(lambda a, b: a == b)
@@ -115,7 +115,7 @@ def test_an_evaluation_summary_carries_each_benchmarks_scaling_curve():
 
 
 def test_sampling_se_matches_the_hand_computed_noise_of_avg_at_n(tmp_path):
-    from opdbench.robustness import sampling_se
+    from opdbench.models.robustness import sampling_se
 
     # Two evaluations (files) of 2 problems: problem a correct in 3 of 4 samples, b in 0 of 4.
     rows = [[("a", True), ("a", False), ("b", False), ("b", False)],

@@ -1,12 +1,12 @@
-"""The declared per-step metrics schema (opdbench.engines.metrics_schema): real local-engine
+"""The declared per-step metrics schema (opdbench.train.metrics_schema): real local-engine
 rows of every method have exactly its keys and types, and every key a reader uses is declared."""
 from __future__ import annotations
 
 import pytest
 
 from opdbench.config import deep_update, load_yaml, resolve_run
-from opdbench.engines import metrics_schema
-from opdbench.engines.local import LocalEngine
+from opdbench.train import metrics_schema
+from opdbench.train.engines.local import LocalEngine
 from opdbench.errors import ConfigError
 from opdbench.registry import get_method_class, load_methods
 
@@ -16,8 +16,8 @@ CONFIG = load_yaml(REPO / "config" / "config.yaml")
 
 
 def test_every_key_a_reader_uses_is_declared():
-    from opdbench.figures import CURVES
-    from opdbench.paper_tables import load_paper_tables, measured_metrics
+    from opdbench.report.figures import CURVES
+    from opdbench.report.paper_tables import load_paper_tables, measured_metrics
 
     readers = [k for k, _ in CURVES] + measured_metrics(load_paper_tables())
     assert readers and all(metrics_schema.declared(k) is not None for k in readers), readers
@@ -26,7 +26,7 @@ def test_every_key_a_reader_uses_is_declared():
 
 
 def test_a_paper_table_reading_an_undeclared_metric_is_refused(tmp_path):
-    from opdbench.paper_tables import TABLES_DIR, load_paper_tables
+    from opdbench.report.paper_tables import TABLES_DIR, load_paper_tables
 
     text = (TABLES_DIR / "reopold_table2_math.yaml").read_text()
     assert "metric: retention" in text

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from opdbench.blocks import aggregate, clipped_policy_loss, log_ratio_credit
-from opdbench.engines.losses import batch_loss
+from opdbench.train.losses import batch_loss
 from opdbench.method import Progress, StudentOutput
 from opdbench.registry import get_method_class
 

@@ -11,8 +11,8 @@ import yaml
 from conftest import METHODS_DIR, REPO
 from opdbench.config import load_yaml
 from opdbench.errors import ConfigError
-from opdbench.figures import read_curves
-from opdbench.paper_tables import (TABLES_DIR, load_paper_tables, measured_diagnostics, published_score, render_table,
+from opdbench.report.figures import read_curves
+from opdbench.report.paper_tables import (TABLES_DIR, load_paper_tables, measured_diagnostics, published_score, render_table,
                                    write_paper_tables)
 from opdbench.registry import load_methods
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from opdbench.quality_gate import QualityGateError, check_base_models
+from opdbench.models.quality_gate import QualityGateError, check_base_models
 
 from conftest import MICRO_CONFIG, run_snakemake
 

@@ -8,7 +8,7 @@ import pytest
 
 from opdbench.config import load_yaml
 from opdbench.pipeline import build_tokenizer, make_data
-from opdbench.robustness import TOLERANCE_POINTS, probe, spread
+from opdbench.models.robustness import TOLERANCE_POINTS, probe, spread
 
 from conftest import REPO
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from opdbench.errors import ConfigError
-from opdbench import resources
-from opdbench.resources import (EVALPLUS_RELEASES, LCB_REVISION, RESOURCE_SHA256, ResourceError, check_sha256, fetch,
+from opdbench.data import resources
+from opdbench.data.resources import (EVALPLUS_RELEASES, LCB_REVISION, RESOURCE_SHA256, ResourceError, check_sha256, fetch,
                                 livecodebench_files, resource_urls, resources_of)
 
 from conftest import MICRO_CONFIG, run_snakemake

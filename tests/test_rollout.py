@@ -3,7 +3,7 @@ the log-probs of the sampling distribution inside ``generate`` (left padding inc
 import torch
 from transformers import GenerationConfig
 
-from opdbench.rollout import pack, response_logits, sample, token_logprobs
+from opdbench.train.rollout import pack, response_logits, sample, token_logprobs
 
 from conftest import tiny
 
@@ -54,7 +54,7 @@ def test_sample_is_seeded_and_cut_at_eos(tmp_path):
 def test_scores_of_a_padded_batch_equal_each_sequence_alone(tmp_path):
     """The engine's scoring path (left-padded prompts, right-padded responses, chunked
     log-softmax) gives each response token exactly the log-prob of an unpadded forward pass."""
-    from opdbench.scoring import hidden_at_responses, output_projection, score_tokens
+    from opdbench.train.scoring import hidden_at_responses, output_projection, score_tokens
 
     tok, model = tiny(tmp_path)
     prompts = [tok("Ann has 3 pens.")["input_ids"], tok("How many pens does Ann have now? 3 + 4")["input_ids"]]

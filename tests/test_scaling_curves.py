@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from opdbench.figures import plot_test_time_scaling, read_scaling, summarize_scaling
+from opdbench.report.figures import plot_test_time_scaling, read_scaling, summarize_scaling
 
 
 def evaluation(tmp_path, model, seed, parameters, seconds_per_step, steps, passes):

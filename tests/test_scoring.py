@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from opdbench.blocks import difficulty_upsample
-from opdbench.engines.diagnostics import HIST_EDGES, credit_histogram, energy_shares
-from opdbench.rollout import pack, response_logits, token_logprobs
-from opdbench.scoring import hidden_at_responses, logprobs_at, output_projection, score_tokens
+from opdbench.train.diagnostics import HIST_EDGES, credit_histogram, energy_shares
+from opdbench.train.rollout import pack, response_logits, token_logprobs
+from opdbench.train.scoring import hidden_at_responses, logprobs_at, output_projection, score_tokens
 
 from conftest import tiny
 

@@ -14,7 +14,7 @@ import torch
 
 from opdbench.atomic import StateFileError, atomic_dir, atomic_open, atomic_path, atomic_write_text
 from opdbench.config import deep_update, load_yaml, resolve_run
-from opdbench.engines.local import CHECKPOINT, LocalEngine
+from opdbench.train.engines.local import CHECKPOINT, LocalEngine
 from opdbench.models import build_tiny_model, load_tokenizer
 from opdbench.pipeline import build_tokenizer, load_task
 from opdbench.registry import get_method_class
@@ -238,7 +238,7 @@ WRITERS = re.compile(r"\.write_text\(|\.write_bytes\(|json\.dump\(|\.to_csv\(|sa
 EXEMPT = {
     "opdbench/atomic.py": "the helpers themselves",
     "opdbench/logs.py": "a job's log, appended line by line",
-    "opdbench/resources.py": "downloads to <dest>.part and renames (os.replace)",
+    "opdbench/data/resources.py": "downloads to <dest>.part and renames (os.replace)",
     "opdbench/tasks/code_exec.py": "the sandbox's pipes",
 }
 

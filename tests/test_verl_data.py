@@ -3,8 +3,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import tiny
-from opdbench.engines.verl.data import COLUMNS, problem_of, write_parquet
-from opdbench.rollout import encode_prompts
+from opdbench.train.engines.verl.data import COLUMNS, problem_of, write_parquet
+from opdbench.train.rollout import encode_prompts
 from opdbench.tasks.base import get_task
 
 MATH_ROWS = [

@@ -10,10 +10,10 @@ import torch
 
 from conftest import MICRO_CONFIG, METHODS_DIR, REPO, run_snakemake, tiny
 from opdbench.config import load_yaml, resolve_run
-from opdbench.engines.verl import launch
-from opdbench.engines.verl.engine import VerlEngine
-from opdbench.engines.verl.overrides import TRAINER_MODULE, loss_name
-from opdbench.engines.verl.plugin import RUN_ENV, register_losses
+from opdbench.train.engines.verl import launch
+from opdbench.train.engines.verl.engine import VerlEngine
+from opdbench.train.engines.verl.overrides import TRAINER_MODULE, loss_name
+from opdbench.train.engines.verl.plugin import RUN_ENV, register_losses
 from opdbench.errors import ConfigError
 from opdbench.registry import get_method_class, load_methods
 from opdbench.tasks.base import get_task
@@ -122,7 +122,7 @@ def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_l
     from verl.trainer.distillation.losses import compute_distillation_loss_reverse_kl_estimator
     from verl.workers.config import DistillationConfig, DistillationLossConfig
 
-    from opdbench.engines.verl.plugin import scored_batch
+    from opdbench.train.engines.verl.plugin import scored_batch
     from verl.workers.utils.padding import no_padding_2_padding
 
     def jagged(rows):
@@ -169,7 +169,7 @@ def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_canno
 
 def test_snakemake_plans_the_reopold_math_experiment_on_verl(tmp_path):
     """`snakemake -n --configfile config/experiments/reopold_math.yaml` plans the paper-scale DAG:
-    the two hub models, one verl train job per method and an evaluation per model, with the
+    the two hub models, one verl train job per method (OPD, REOPOLD, ExOPD) and an evaluation per model, with the
     experiment's own data files (here stand-ins under resources/, as a user would place them)."""
     work = tmp_path / "work"
     experiment = load_yaml(REPO / "config" / "experiments" / "reopold_math.yaml")
@@ -183,6 +183,6 @@ def test_snakemake_plans_the_reopold_math_experiment_on_verl(tmp_path):
     proc = run_snakemake(work, "-n", configfiles=(REPO / "config" / "experiments" / "reopold_math.yaml", overlay),
                          timeout=300)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
-    assert (counts["train"], counts["model"], counts["evaluate"], counts["make_data"]) == ("2", "2", "4", "1"), counts
-    for method in ("opd", "reopold"):
+    assert (counts["train"], counts["model"], counts["evaluate"], counts["make_data"]) == ("3", "2", "5", "1"), counts
+    for method in experiment["methods"]:
         assert f"results/reopold_math/train/math/{method}/seed0/run.json" in proc.stdout

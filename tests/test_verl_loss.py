@@ -1,7 +1,7 @@
 """verl's loss entry point against the local engine: for every method verl can run (its needs within
 VerlEngine.capabilities), with its variants and every loss_agg_mode, verl's distillation loss on a
 hand-built fp32 batch split over 2 data-parallel ranks and single-row micro-batches gives the local
-engine's mini-batch loss and gradient (opdbench.engines.losses.batch_loss), the method's batch
+engine's mini-batch loss and gradient (opdbench.train.losses.batch_loss), the method's batch
 preparation and the terms' normalisers coming from the registered trainer's ``update_keys`` on
 verl's whole batch."""
 from types import SimpleNamespace
@@ -12,13 +12,13 @@ import torch
 from conftest import METHODS_DIR, REPO
 from opdbench.blocks.policy import AGG_MODES
 from opdbench.config import load_yaml, resolve_run
-from opdbench.engines.losses import batch_loss
-from opdbench.engines.verl import launch, plugin, trainer
-from opdbench.engines.verl.engine import VerlEngine
-from opdbench.engines.verl.overrides import loss_name
+from opdbench.train.losses import batch_loss
+from opdbench.train.engines.verl import launch, plugin, trainer
+from opdbench.train.engines.verl.engine import VerlEngine
+from opdbench.train.engines.verl.overrides import loss_name
 from opdbench.method import Progress, ScoredBatch, StudentOutput
 from opdbench.registry import get_method_class, load_methods
-from opdbench.rollout import Sequences
+from opdbench.train.rollout import Sequences
 
 TINY = load_yaml(REPO / "config" / "config.yaml")
 B, R, PROMPT, DP, MINI = 8, 6, 3, 2, 4  # rows, response width, prompt length, ranks, rows per mini-batch

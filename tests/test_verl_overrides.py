@@ -6,7 +6,7 @@ import pytest
 
 from conftest import METHODS_DIR, REPO
 from opdbench.config import compose_config, deep_update, load_yaml, resolve_run, validate_config
-from opdbench.engines.verl.overrides import CONFIG_NAME, VerlResources, loss_name, verl_overrides
+from opdbench.train.engines.verl.overrides import CONFIG_NAME, VerlResources, loss_name, verl_overrides
 from opdbench.errors import ConfigError
 
 TINY = load_yaml(REPO / "config" / "config.yaml")
@@ -80,12 +80,13 @@ def test_the_reopold_math_file_states_the_papers_settings_and_verl_gets_them():
     assert math["student"] == {"source": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
     assert sorted(math["data"]["benchmarks"]) == ["aime24", "aime25", "amc23", "math500", "minerva", "olympiad"]
     assert "generator" not in math["data"]["train"]
-    assert PAPER["base"]["engine"] == "verl" and PAPER["methods"] == ["opd", "reopold"]
+    assert PAPER["base"]["engine"] == "verl" and PAPER["methods"] == ["opd", "reopold", "exopd"]
     evaluation = PAPER["evaluation"]
     assert (evaluation["temperature"], evaluation["top_p"], evaluation["max_new_tokens"]) == (0.6, 0.95, 32768)
-    for method in ("opd", "reopold"):
+    for method in PAPER["methods"]:
         run, args = overrides(PAPER, method, PAPER_RESOURCES, n_prompts=OPENR1_PROMPTS, plen=1024)
         cfg = compose(args)
+        check_with_verls_classes(cfg, reference=method == "exopd")
         actor, rollout, optim = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor.optim
         assert cfg.trainer.total_training_steps == 300 and optim.lr == 1.0e-5
         assert (optim.lr_scheduler_type, optim.lr_warmup_steps) == ("constant", 0)

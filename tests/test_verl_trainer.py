@@ -14,12 +14,12 @@ import torch
 
 from conftest import METHODS_DIR, REPO
 from opdbench.config import deep_update, load_yaml, resolve_run
-from opdbench.engines.losses import normalisers
-from opdbench.engines.verl import launch, plugin
-from opdbench.engines.verl.overrides import VerlResources, verl_overrides
+from opdbench.train.losses import normalisers
+from opdbench.train.engines.verl import launch, plugin
+from opdbench.train.engines.verl.overrides import VerlResources, verl_overrides
 from opdbench.method import Progress, ScoredBatch, StudentOutput
 from opdbench.registry import get_method_class
-from opdbench.rollout import Sequences
+from opdbench.train.rollout import Sequences
 
 tq = pytest.importorskip("transfer_queue")
 ray = pytest.importorskip("ray")
@@ -124,7 +124,7 @@ def trainer_for(method, extra_names, tmp_path, monkeypatch):
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
     from verl.utils.config import omega_conf_to_dataclass
 
-    from opdbench.engines.verl.overrides import TRAINER_MODE
+    from opdbench.train.engines.verl.overrides import TRAINER_MODE
 
     run = resolve_run(TINY, "math", method, 0, METHODS_DIR)
     args = verl_overrides(run, student="/models/student", teacher="/models/teacher", train_file="/data/train.parquet",

@@ -56,7 +56,7 @@ def test_code_task_trains_evaluates_and_ranks(micro_workflow):
 
 
 def test_figures_are_drawn_from_the_runs(micro_workflow):
-    from opdbench.figures import CURVES, read_curves
+    from opdbench.report.figures import CURVES, read_curves
 
     for name in ("math_training_curves.png", "code_training_curves.png", "leaderboard_deltas.png"):
         png = (micro_workflow / "figures" / name).read_bytes()

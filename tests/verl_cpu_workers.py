@@ -67,12 +67,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import METHODS_DIR, REPO, tiny  # noqa: E402
 
 from opdbench.config import load_yaml, resolve_run  # noqa: E402
-from opdbench.engines.losses import batch_loss  # noqa: E402
-from opdbench.engines.verl import launch, plugin, trainer  # noqa: E402
-from opdbench.engines.verl.overrides import loss_name  # noqa: E402
+from opdbench.train.losses import batch_loss  # noqa: E402
+from opdbench.train.engines.verl import launch, plugin, trainer  # noqa: E402
+from opdbench.train.engines.verl.overrides import loss_name  # noqa: E402
 from opdbench.method import Progress, ScoredBatch, StudentOutput  # noqa: E402
 from opdbench.registry import get_method_class  # noqa: E402
-from opdbench.rollout import Sequences  # noqa: E402
+from opdbench.train.rollout import Sequences  # noqa: E402
 
 B, P, R, MINI = 4, 4, 5, 2  # rollouts, prompt and response widths, rollouts per mini-batch
 PROMPT_LENS, RESPONSE_LENS = [4, 3, 4, 2], [5, 3, 4, 2]

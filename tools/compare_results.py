@@ -6,7 +6,7 @@
   models      weights sha256 of the base teacher and student, and the machine that trained
               them (CPU, torch's kernel level, BLAS/oneDNN)
   base evals  Avg@N per benchmark and seed, the mean over seeds with the sampling noise of
-              the difference (opdbench.robustness.sampling_se); per sample, the share of
+              the difference (opdbench.models.robustness.sampling_se); per sample, the share of
               verdicts that agree; how the answers were checked (code: runner path, endings)
   leaderboard every Avg@N and delta cell side by side, the largest differences first
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opdbench.resources import sha256_of  # noqa: E402
-from opdbench.robustness import sampling_se  # noqa: E402
+from opdbench.data.resources import sha256_of  # noqa: E402
+from opdbench.models.robustness import sampling_se  # noqa: E402
 
 
 def sha(path: Path) -> str:

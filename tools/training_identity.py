@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opdbench.config import deep_update, load_yaml  # noqa: E402
-from opdbench.resources import sha256_of  # noqa: E402
+from opdbench.data.resources import sha256_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # Short runs: 4 steps, 8 prompts x 4 rollouts, 2 mini-batches per epoch, a checkpoint and

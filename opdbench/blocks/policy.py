@@ -14,7 +14,7 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tens
     seq-mean-token-sum: mean over sequences of each sequence's token sum;
     token-sum: plain sum (the OPD reference recipe's sum over tokens).
     """
-    from opdbench.engines.losses import LossTerm, batch_loss  # the one aggregation (engines use it per piece)
+    from opdbench.train.losses import LossTerm, batch_loss  # the one aggregation (engines use it per piece)
 
     return batch_loss([LossTerm(values, mask, mode)])
 

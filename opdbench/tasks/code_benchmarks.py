@@ -157,7 +157,7 @@ def load_livecodebench(path: str | Path, start_date: str | None = None, end_date
     """``path``: a code_generation_lite jsonl file, or a directory holding the release's files
     (``version`` release_v6 = test.jsonl ... test6.jsonl). ``start_date`` / ``end_date``
     (YYYY-MM-DD, inclusive) select problems by contest date."""
-    from opdbench.resources import livecodebench_files
+    from opdbench.data.resources import livecodebench_files
 
     path = Path(path)
     files = [path / Path(f).name for f in livecodebench_files(version)] if path.is_dir() else [path]

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from opdbench.code_hash import EVALUATION_CODE, package_code_hash
 from opdbench.config import compose_config, evaluation_settings, load_yaml, resolve_run, validate_config
 from opdbench.errors import ConfigError
-from opdbench.resources import resources_of
+from opdbench.data.resources import resources_of
 
 # Snakemake merges each --configfile over config/config.yaml; an experiment file's `replace`
 # paths (its task data, models, evaluation) are instead taken as the file writes them.

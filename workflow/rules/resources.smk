@@ -1,7 +1,7 @@
 rule fetch_resource:
     """A paper-scale benchmark file (HumanEval+, MBPP+, LiveCodeBench) into resources/, where
     GitHub or the hub is reachable, at a pinned revision and checked against its pinned sha256
-    (opdbench.resources); elsewhere the error says where to place it by hand."""
+    (opdbench.data.resources); elsewhere the error says where to place it by hand."""
     output:
         "resources/{resource}",
     log:

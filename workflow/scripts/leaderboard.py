@@ -1,4 +1,4 @@
-from opdbench.leaderboard import write_leaderboard
+from opdbench.report.leaderboard import write_leaderboard
 from opdbench.logs import tee_to_log
 
 tee_to_log(snakemake.log[0])

@@ -1,4 +1,4 @@
-from opdbench.figures import plot_leaderboard_deltas
+from opdbench.report.figures import plot_leaderboard_deltas
 from opdbench.logs import tee_to_log
 
 tee_to_log(snakemake.log[0])

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from opdbench.logs import tee_to_log
-from opdbench.paper_tables import load_paper_tables, write_paper_tables
+from opdbench.report.paper_tables import load_paper_tables, write_paper_tables
 from opdbench.registry import load_methods, script_methods_dir
 
 tee_to_log(snakemake.log[0])

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from opdbench.logs import tee_to_log
 from opdbench.provenance import stamp, write_json
-from opdbench.quality_gate import evaluate_base_models
+from opdbench.models.quality_gate import evaluate_base_models
 
 tee_to_log(snakemake.log[0])
 out = Path(snakemake.output[0])

@@ -1,5 +1,5 @@
 from opdbench.atomic import atomic_path
-from opdbench.figures import plot_test_time_scaling, read_scaling, summarize_scaling
+from opdbench.report.figures import plot_test_time_scaling, read_scaling, summarize_scaling
 from opdbench.logs import tee_to_log
 
 tee_to_log(snakemake.log[0])

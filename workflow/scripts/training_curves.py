@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from opdbench.figures import plot_training_curves
+from opdbench.report.figures import plot_training_curves
 from opdbench.logs import tee_to_log
 
 tee_to_log(snakemake.log[0])

@@ -12,8 +12,8 @@ TransferQueue after verl's own batch balancing and old-log-prob pass.
 """
 from __future__ import annotations
 
-from opdbench.engines.verl import plugin
-from opdbench.engines.verl.overrides import TRAINER_MODE
+from opdbench.train.engines.verl import plugin
+from opdbench.train.engines.verl.overrides import TRAINER_MODE
 
 # What the update's preparation reads from verl's batch (TransferQueue fields after the old-log-prob
 # pass: "entropy" is the rollout policy's there, stored for the actor's entropy metric).

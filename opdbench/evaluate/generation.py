@@ -40,7 +40,7 @@ from opdbench.atomic import atomic_write_text
 from opdbench.config import DEFAULT_BACKEND  # noqa: F401 (re-exported)
 from opdbench.errors import ConfigError, unknown_name_error
 from opdbench.models import count_parameters, load_model, load_tokenizer, resolve_weights
-from opdbench.rollout import pack, response_logits, sample, token_logprobs
+from opdbench.train.rollout import pack, response_logits, sample, token_logprobs
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from opdbench.rollout import encode_prompts, pack, response_logits, token_logprobs
+from opdbench.train.rollout import encode_prompts, pack, response_logits, token_logprobs
 
 
 def sft_loss(model, seqs) -> torch.Tensor:

@@ -21,11 +21,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from opdbench.engines.verl.overrides import loss_name
+from opdbench.train.engines.verl.overrides import loss_name
 
 RUN_ENV = "OPDBENCH_VERL_RUN"  # the run file (launch.write_run_file) of the run being trained
 METHODS_ENV = "OPDBENCH_METHODS_DIR"  # where the method files are (default: the checkout's methods/)
-DEFAULT_METHODS_DIR = Path(__file__).resolve().parents[3] / "methods"
+DEFAULT_METHODS_DIR = Path(__file__).resolve().parents[4] / "methods"
 
 
 def methods_dir() -> Path:
@@ -37,7 +37,7 @@ def run_file() -> dict[str, Any]:
     path = os.environ.get(RUN_ENV)
     if not path:
         raise RuntimeError(f"{RUN_ENV} is not set in this process; launch the run with its script "
-                           f"(opdbench.engines.verl.launch), which forwards it to Ray's workers")
+                           f"(opdbench.train.engines.verl.launch), which forwards it to Ray's workers")
     return json.loads(Path(path).read_text())["run"]
 
 
@@ -82,7 +82,7 @@ def prepare_update(method, batch, progress, minibatches) -> dict[str, "torch.Ten
     (the student's log-probs stand in as the rollout's)."""
     import torch
 
-    from opdbench.engines.losses import normalisers
+    from opdbench.train.losses import normalisers
     from opdbench.method import StudentOutput
 
     method.prepare(batch, progress)
@@ -130,7 +130,7 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
     from verl.workers.utils.padding import no_padding_2_padding
 
     from opdbench.method import ScoredBatch
-    from opdbench.rollout import Sequences
+    from opdbench.train.rollout import Sequences
 
     keys = list(data.keys())
     mask = _padded(data["response_mask"], width).float()
@@ -173,12 +173,12 @@ def register_losses(directory: Path | None = None) -> list[str]:
 def global_normalisers(data, n_terms: int) -> list:
     """The normalisers ``prepare_update`` attached to the micro-batch's rows (all rows of a
     micro-batch belong to one global mini-batch, so they agree)."""
-    from opdbench.engines.losses import Normaliser
+    from opdbench.train.losses import Normaliser
 
     keys = list(data.keys())
     if NORM_TOKENS not in keys or NORM_SEQS not in keys:
         raise RuntimeError(f"verl's micro-batch has no '{NORM_TOKENS}': the run's trainer must call "
-                           f"opdbench.engines.verl.plugin.prepare_update on the rollout batch before the update")
+                           f"opdbench.train.engines.verl.plugin.prepare_update on the rollout batch before the update")
     tokens, seqs = data[NORM_TOKENS], data[NORM_SEQS]
     if tokens.shape[-1] != n_terms:
         raise ValueError(f"the method gave {n_terms} loss terms here but {tokens.shape[-1]} when its "
@@ -195,10 +195,10 @@ def _same_rows(t) -> bool:
 def verl_per_token(terms, norms) -> "torch.Tensor":
     """The method's loss terms of one micro-batch as the per-token matrix [B, R] whose sum over the
     response tokens is the micro-batch's share of the mini-batch loss, ``aggregate_terms(terms,
-    norms)`` (opdbench/engines/losses.py; term masks lie inside the response mask). verl's
+    norms)`` (opdbench/train/losses.py; term masks lie inside the response mask). verl's
     ``token-sum`` ``agg_loss`` (the mode the overrides set) sums it and multiplies by ``dp_size``,
     which undoes FSDP's averaging of gradients over ranks: the update is the mini-batch loss's."""
-    from opdbench.engines.losses import per_token_share
+    from opdbench.train.losses import per_token_share
 
     total = None
     for term, norm in zip(terms, norms, strict=True):
@@ -223,7 +223,7 @@ def method_loss(method: str, config, distillation_config, model_output, data):
     terms, diag = run_method(method).loss(batch, StudentOutput(logS=logS), Progress(step, run_file()["train"]["steps"]))
     if not isinstance(terms, list):
         raise TypeError(f"verl loss '{loss_name(method)}': Method.loss must return its loss terms "
-                        f"(opdbench.engines.losses.LossTerm), not {type(terms).__name__}")
+                        f"(opdbench.train.losses.LossTerm), not {type(terms).__name__}")
     per_token = verl_per_token(terms, global_normalisers(data, len(terms)))
     metrics = {f"opdbench/{key}": ((value.detach() * mask).sum() / mask.sum().clamp(min=1)).item()
                for key, value in diag.items() if value.shape == mask.shape}
@@ -236,6 +236,6 @@ except ImportError:
     pass
 else:
     register_losses()
-    from opdbench.engines.verl import trainer
+    from opdbench.train.engines.verl import trainer
 
     trainer.register()

@@ -7,6 +7,6 @@ built-in on-policy distillation. Each module is one step of a run on verl:
 - ``engine``: ``VerlEngine``, the engine that runs them in order.
 
 Nothing here imports verl at module import: the suite runs without the verl extra too, and the
-registry (``opdbench.engines.BUILTIN``) imports this package to register ``VerlEngine`` as ``verl``.
+registry (``opdbench.train.engines.BUILTIN``) imports this package to register ``VerlEngine`` as ``verl``.
 """
-from opdbench.engines.verl.engine import VerlEngine  # noqa: F401  (registers the engine)
+from opdbench.train.engines.verl.engine import VerlEngine  # noqa: F401  (registers the engine)

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from opdbench.atomic import atomic_write_text
-from opdbench.engines.verl.overrides import TRAINER_MODULE
-from opdbench.engines.verl.plugin import METHODS_ENV, RUN_ENV, methods_dir
+from opdbench.train.engines.verl.overrides import TRAINER_MODULE
+from opdbench.train.engines.verl.plugin import METHODS_ENV, RUN_ENV, methods_dir
 
 METRICS_DIR = "verl_metrics"
 CHECKPOINT_DIR = "verl_checkpoints"
-# verl's per-step metric -> the suite's key (opdbench/engines/local.py), first key present wins.
+# verl's per-step metric -> the suite's key (opdbench/train/engines/local.py), first key present wins.
 # verl scores the teacher inside generation (its teacher loop), so seconds_teacher has no source.
 METRICS = {
     "loss": ("actor/distillation/loss", "distillation/loss"),
@@ -64,7 +64,7 @@ def next_attempt(run_dir: Path) -> int:
 
 
 def write_launch_script(path: Path, command: list[str], env: dict[str, str]) -> Path:
-    lines = ["#!/usr/bin/env bash", "# Written by opdbench.engines.verl (docs/verl.md): verl's trainer for this run.",
+    lines = ["#!/usr/bin/env bash", "# Written by opdbench.train.engines.verl (docs/verl.md): verl's trainer for this run.",
              "set -euo pipefail", *(f"export {key}={shlex.quote(value)}" for key, value in env.items()),
              "mkdir -p \"$(dirname \"$VERL_FILE_LOGGER_PATH\")\"",
              "exec " + " \\\n    ".join(shlex.quote(arg) for arg in command), ""]

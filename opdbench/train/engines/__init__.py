@@ -2,7 +2,7 @@
 
 An engine trains one run: it takes the resolved run, the task and its training rows, the
 student and teacher, and the method, and writes ``metrics.jsonl`` (one row per step,
-``opdbench.engines.metrics_schema``), resumable checkpoints, and the trained student in HF
+``opdbench.train.metrics_schema``), resumable checkpoints, and the trained student in HF
 format. It declares which of ``opdbench.method.SCORING_NEEDS`` it can provide; a run whose
 method needs one it lacks is refused when the workflow starts (``check_capabilities``).
 
@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from opdbench.errors import ConfigError, unknown_name_error
 
 ENGINES: dict[str, type] = {}
-# The engines this package ships (module names under opdbench/engines/).
+# The engines this package ships (module names under opdbench/train/engines/).
 BUILTIN = ("local", "verl")
 
 
@@ -70,7 +70,7 @@ def register_engine(name: str):
 def load_engines() -> dict[str, type]:
     """The registry, with the built-in engines imported."""
     for module in BUILTIN:
-        importlib.import_module(f"opdbench.engines.{module}")
+        importlib.import_module(f"opdbench.train.engines.{module}")
     return ENGINES
 
 

@@ -1,6 +1,6 @@
 """The per-step training metrics: every key of a ``metrics.jsonl`` row, its type, unit and
 meaning. Every engine writes rows of these keys (the local one through
-``opdbench.engines.common``; another maps its own metrics onto them); the figures, the
+``opdbench.train.common``; another maps its own metrics onto them); the figures, the
 paper tables and the tests read key names and titles from here, and a test checks a real
 row against it.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from opdbench.engines.diagnostics import ENERGY_TAILS, HIST_EDGES, QUANTILES
+from opdbench.train.diagnostics import ENERGY_TAILS, HIST_EDGES, QUANTILES
 
 EVERY_STEP = "every step"
 CREDIT = "every step with a student-sampled token"
@@ -49,7 +49,7 @@ KEYS: dict[str, Key] = _keys(
     Key("loss", float, "", "loss of the optimizer steps of this step, mean over them"),
     Key("grad_norm", float, "", "gradient norm: before clipping, mean over the optimizer steps"),
     Key("lr", float, "", "learning rate after this step's optimizer steps"),
-    # credit diagnostics of the rollout batch (opdbench.engines.diagnostics), on R = logT - logOld
+    # credit diagnostics of the rollout batch (opdbench.train.diagnostics), on R = logT - logOld
     *(Key(f"credit_p{int(q * 100):02d}", float, "nats", f"credit, {int(q * 100)} % quantile: the raw credit "
           f"R = logT - logOld of student-sampled tokens", CREDIT) for q in QUANTILES),
     Key("credit_hist", list, "tokens", f"histogram of the credit R: {len(HIST_EDGES) - 1} bins of 0.5 nats from "
@@ -104,7 +104,7 @@ def declared(name: str) -> Key | None:
 def key(name: str) -> str:
     """``name``, checked to be declared: how readers name the keys they read."""
     if declared(name) is None:
-        raise KeyError(f"'{name}' is not a declared metrics.jsonl key (opdbench.engines.metrics_schema)")
+        raise KeyError(f"'{name}' is not a declared metrics.jsonl key (opdbench.train.metrics_schema)")
     return name
 
 

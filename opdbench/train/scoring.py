@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from opdbench.rollout import Sequences
+from opdbench.train.rollout import Sequences
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 24  # floats per chunk of logits (64 MB in float32)
 

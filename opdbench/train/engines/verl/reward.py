@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from opdbench.engines.verl.data import problem_of
+from opdbench.train.engines.verl.data import problem_of
 
 
 @functools.lru_cache(maxsize=None)

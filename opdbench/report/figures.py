@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from opdbench.atomic import atomic_path  # noqa: E402
-from opdbench.engines import metrics_schema  # noqa: E402
+from opdbench.train import metrics_schema  # noqa: E402
 
 # (metric key in metrics.jsonl, panel title from its declaration): REOPOLD's Figures 2-4 and
 # TrOPD's Figure 1 plot these against the training step.

@@ -19,10 +19,10 @@ import pandas as pd
 
 from opdbench.atomic import atomic_path, atomic_write_text
 from opdbench.config import first_schema_error, load_yaml
-from opdbench.engines import metrics_schema
+from opdbench.train import metrics_schema
 from opdbench.errors import ConfigError, unknown_name_error
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TABLES_DIR = REPO / "paper_tables"
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "paper_table.schema.yaml"
 # A published row's score for ranking: the table's own average column when it has one.
@@ -193,7 +193,7 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame, curves
 
 def write_paper_tables(tables: dict[str, dict[str, Any]], leaderboard_csv: str | Path, out_md: str | Path,
                        out_csv: str | Path, experiment: str, metrics_files: Iterable[str | Path] = ()) -> None:
-    from opdbench.figures import read_curves
+    from opdbench.report.figures import read_curves
 
     summary = pd.read_csv(leaderboard_csv)
     metrics_files, keys = list(metrics_files), measured_metrics(tables)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from opdbench.atomic import atomic_dir, atomic_write_text
-from opdbench.engines import check_capabilities, register_engine
-from opdbench.engines.verl import data, launch
-from opdbench.engines.verl.overrides import VerlResources, verl_overrides
+from opdbench.train.engines import check_capabilities, register_engine
+from opdbench.train.engines.verl import data, launch
+from opdbench.train.engines.verl.overrides import VerlResources, verl_overrides
 from opdbench.errors import ConfigError
 
 
@@ -38,7 +38,7 @@ class VerlEngine:
             raise ConfigError("config key 'base.device': the verl engine runs on GPUs (vLLM rollout and teacher); "
                               "set base.device: cuda, or base.engine: local for CPU")
         from opdbench.models import load_tokenizer, resolve_weights
-        from opdbench.rollout import encode_prompts
+        from opdbench.train.rollout import encode_prompts
 
         self.run, self.task, self.rows, self.method = run, task, train_rows, method
         self.out_dir = Path(out_dir)

@@ -5,10 +5,10 @@ after a teacher prefix where the method asks for one; KV-cached ``generate``) ->
 scoring: behaviour log-probs, entropy and ||p||^2 of the student, teacher log-probs of
 the sampled tokens, and only what the method declares it needs (teacher top-k and
 entropy, reference log-probs, verifier outcome) -> the method's loss terms on each
-mini-batch, aggregated over it (``opdbench.engines.losses``) -> AdamW step. All scoring is
-chunked over positions (``opdbench.scoring``): O(n*k) memory, never the T x V logits of
+mini-batch, aggregated over it (``opdbench.train.losses``) -> AdamW step. All scoring is
+chunked over positions (``opdbench.train.scoring``): O(n*k) memory, never the T x V logits of
 two models at once. Seeding, prompt sampling, the run's log and the per-step metrics are
-the engine-neutral ones of ``opdbench.engines.common``.
+the engine-neutral ones of ``opdbench.train.common``.
 """
 from __future__ import annotations
 
@@ -21,14 +21,15 @@ import torch
 from tqdm import tqdm
 
 from opdbench.atomic import atomic_path
-from opdbench.engines import common, register_engine
-from opdbench.engines.common import (CHECKPOINT, STREAM_MINIBATCH, STREAM_TORCH, RunLog, prompt_indices, step_seed,
+from opdbench.train import common
+from opdbench.train.engines import register_engine
+from opdbench.train.common import (CHECKPOINT, STREAM_MINIBATCH, STREAM_TORCH, RunLog, prompt_indices, step_seed,
                                      stream_generator, to_batch_shape)
-from opdbench.engines.losses import batch_loss
+from opdbench.train.losses import batch_loss
 from opdbench.method import SCORING_NEEDS, Method, Progress, ScoredBatch, StudentOutput
 from opdbench.models import load_model, load_tokenizer
-from opdbench.rollout import Sequences, encode_prompts, pack, sample
-from opdbench.scoring import hidden_at_responses, logprobs_at, output_projection, score_tokens
+from opdbench.train.rollout import Sequences, encode_prompts, pack, sample
+from opdbench.train.scoring import hidden_at_responses, logprobs_at, output_projection, score_tokens
 
 __all__ = ["CHECKPOINT", "LocalEngine"]
 
@@ -136,7 +137,7 @@ class LocalEngine:
 
     def _score(self, model, seqs: Sequences, temperature: float, **kwargs):
         """Chunked scores of the response tokens of ``seqs`` under ``model`` ([N] over the
-        response mask; see ``opdbench.scoring.score_tokens``)."""
+        response mask; see ``opdbench.train.scoring.score_tokens``)."""
         hidden = hidden_at_responses(model, seqs)
         m = seqs.response_mask.bool()
         weight, bias = output_projection(model)

@@ -7,7 +7,7 @@
   at the start of a run, and the refusals when they disagree;
 - planning from the initial student and the teacher through a ``Generate`` callable:
   Uni-OPD's difficulty profile, the retention samples, teacher-written prefixes;
-- the per-step metrics (keys declared in ``opdbench.engines.metrics_schema``).
+- the per-step metrics (keys declared in ``opdbench.train.metrics_schema``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from opdbench.atomic import StateFileError, atomic_write_text, remove_temporaries
-from opdbench.engines import diagnostics
+from opdbench.train import diagnostics
 from opdbench.method import Method, Progress, ScoredBatch
 
 CHECKPOINT = "last.pt"
@@ -156,7 +156,7 @@ def teacher_token_mask(prefix_lengths: list[int], response_mask: torch.Tensor) -
     return (positions[None, :] < lengths[:, None]).float() * response_mask
 
 
-# -- per-step metrics (keys: opdbench.engines.metrics_schema) ------------------------------
+# -- per-step metrics (keys: opdbench.train.metrics_schema) ------------------------------
 def update_metrics(losses: list[float], grad_norms: list[float], lr: float,
                    per_token: list[tuple[torch.Tensor, dict[str, torch.Tensor]]], batch: ScoredBatch
                    ) -> dict[str, Any]:

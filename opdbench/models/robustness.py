@@ -81,7 +81,7 @@ def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data:
     """Train and evaluate one perturbation (reused when ``out`` has its last evaluation);
     returns {"perturbation", "weights" (sha256), "scores": {benchmark: mean Avg@N in %}}."""
     from opdbench.provenance import write_json
-    from opdbench.resources import sha256_of
+    from opdbench.data.resources import sha256_of
 
     out = Path(out)
     if not (out / f"eval_seed{eval_seeds[-1]}.json").exists():
@@ -90,10 +90,10 @@ def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data:
                "benchmarks": benchmarks, "threads": threads}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "job.json", job)
-        repo = str(Path(__file__).resolve().parent.parent)
+        repo = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, **PERTURBATIONS[perturbation],
                "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-        subprocess.run([sys.executable, "-m", "opdbench.robustness", str(out / "job.json")], env=env, check=True)
+        subprocess.run([sys.executable, "-m", "opdbench.models.robustness", str(out / "job.json")], env=env, check=True)
     scores: dict[str, list[float]] = {}
     for seed in eval_seeds:
         metrics = json.loads((out / f"eval_seed{seed}.json").read_text())

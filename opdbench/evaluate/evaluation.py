@@ -6,7 +6,7 @@ each benchmark's test-time scaling curve (REOPOLD Figures 6b and 7): Pass@K and 
 K = 1, 2, 4, ... N against the latency of K parallel samples, estimated as the expected
 longest of K responses (in decoding steps) times the seconds per step measured for models
 of its size (figures.read_scaling). The samples are drawn by the configured generation
-backend (``evaluation.backend``: hf or vllm, opdbench/generation.py).
+backend (``evaluation.backend``: hf or vllm, opdbench/evaluate/generation.py).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from opdbench.generation import DEFAULT_BACKEND, SamplingSpec, generate
-from opdbench.metrics import expected_max_at_k, problem_metrics, scaling_ks
+from opdbench.evaluate.generation import DEFAULT_BACKEND, SamplingSpec, generate
+from opdbench.evaluate.metrics import expected_max_at_k, problem_metrics, scaling_ks
 from opdbench.models import load_tokenizer
-from opdbench.rollout import encode_prompts
+from opdbench.train.rollout import encode_prompts
 
 
 def sampling_spec(cfg: dict[str, Any], tokenizer) -> SamplingSpec:

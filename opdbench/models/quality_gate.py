@@ -40,7 +40,7 @@ def evaluate_base_models(config: dict[str, Any], task_name: str, data_dir: str |
                          student: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Evaluate teacher and student on the gate's benchmark and check them; the record."""
     from opdbench.config import evaluation_settings
-    from opdbench.evaluation import generate_and_score, summarize
+    from opdbench.evaluate.evaluation import generate_and_score, summarize
     from opdbench.pipeline import load_task
     from opdbench.tasks.base import read_jsonl
 
