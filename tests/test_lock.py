@@ -51,7 +51,7 @@ def test_every_env_file_pins_exactly_the_locks_versions():
         late = pins_of(no_deps.split(), f"envs/{stem}.post-deploy.sh")
         assert set(pins).isdisjoint(late)
         assert {**pins, **late} == (LOCK if verl else BASE), f"envs/{stem}.yaml + post-deploy: not the lock's versions"
-        assert set(late) == ({"evalplus", "verl"} if verl else {"evalplus"})  # without their extra requirements
+        assert set(late) == ({"evalplus", "nvidia-mmath", "verl"} if verl else {"evalplus", "nvidia-mmath"})  # without their extra requirements
         assert "pip install --no-deps -e ." in deploy
 
 

