@@ -93,6 +93,24 @@ def test_hf_backend_scores_its_samples_without_changing_them(model_dir):
     assert all(lp <= 0 for c in b for lp in c.logprobs)
 
 
+def test_both_backends_generate_in_the_evaluations_dtype(model_dir, fake_vllm, monkeypatch):
+    """evaluation.dtype reaches the hf model's weights and vLLM's engine (paper scale: bfloat16)."""
+    from opdbench.evaluate import evaluation, generation
+
+    tok = load_tokenizer(model_dir)
+    cfg = {"n_samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 0, "dtype": "bfloat16"}
+    spec = evaluation.sampling_spec(cfg, tok)
+    assert spec.dtype == "bfloat16"
+    assert evaluation.sampling_spec({k: v for k, v in cfg.items() if k != "dtype"}, tok).dtype == "float32"
+    loaded = []
+    monkeypatch.setattr(generation, "load_model", lambda *a, **kw: loaded.append(kw) or load_model(*a, **kw))
+    result = generate(model_dir, chat_prompts(tok)[:2], spec, backend="hf", batch_size=4)
+    assert loaded[0]["dtype"] == "bfloat16" and len(result.completions) == 2
+    FakeLLM.respond = lambda prompt, i, seed: [5] * 20
+    generate(model_dir, chat_prompts(tok)[:2], spec, backend="vllm", batch_size=4)
+    assert FakeLLM.instances[-1].init["dtype"] == "bfloat16"
+
+
 # -- a fake vllm with vLLM 0.24's signatures -----------------------------------------------------
 @dataclass
 class Logprob:  # vllm/logprobs.py

@@ -52,6 +52,7 @@ class SamplingSpec:
     seed: int
     stop_token_ids: tuple[int, ...]  # a completion ends after the first of these
     logprobs: bool = False  # also return log p(token) of each sampled token (temperature 1)
+    dtype: str = "float32"  # the weights' dtype while generating (float32, bfloat16, float16)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class HFBackend:
             raise ConfigError(f"the hf backend stops only at the tokenizer's eos ({tokenizer.eos_token_id}); "
                               f"stop_token_ids {list(spec.stop_token_ids)} are not supported")
         self.tokenizer = tokenizer
-        self.model = load_model(model_ref, device=device)
+        self.model = load_model(model_ref, dtype=spec.dtype, device=device)
         self.parameters = count_parameters(self.model)
         # One global seed before the first batch: the evaluation's draws as they always were.
         torch.manual_seed(spec.seed)
@@ -111,7 +112,7 @@ class HFBackend:
 
 
 class VLLMBackend:
-    """vLLM's offline engine. The model runs in float32, as the hf backend loads it, and
+    """vLLM's offline engine. The model runs in the spec's dtype, as the hf backend loads it, and
     vLLM is pointed at a generation config that holds only the spec's stop ids, so it stops
     where the hf backend stops (vLLM otherwise adds the eos ids of the model's own
     generation_config.json) and applies none of the model's default sampling settings."""
@@ -128,7 +129,7 @@ class VLLMBackend:
         with tempfile.TemporaryDirectory(prefix="opdbench-vllm-") as generation_config:
             atomic_write_text(Path(generation_config) / "generation_config.json",
                               json.dumps({"eos_token_id": list(spec.stop_token_ids)}))
-            self.llm = vllm.LLM(model=weights, tokenizer=weights, seed=spec.seed, dtype="float32",
+            self.llm = vllm.LLM(model=weights, tokenizer=weights, seed=spec.seed, dtype=spec.dtype,
                                 generation_config=generation_config)
         self.parameters = safetensors_parameters(weights)
 
