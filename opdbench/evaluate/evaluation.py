@@ -24,7 +24,7 @@ def sampling_spec(cfg: dict[str, Any], tokenizer) -> SamplingSpec:
     """The evaluation's decoding settings, passed to either backend unchanged."""
     return SamplingSpec(n=cfg["n_samples"], temperature=cfg["temperature"], top_p=cfg["top_p"],
                         max_tokens=cfg["max_new_tokens"], seed=cfg["seed"], stop_token_ids=(tokenizer.eos_token_id,),
-                        dtype=cfg.get("dtype", "float32"))
+                        dtype=cfg.get("dtype", SamplingSpec.dtype))
 
 
 def generate_and_score(model_ref: str | Path, task, problems: list[dict[str, Any]], cfg: dict[str, Any],

@@ -77,7 +77,7 @@ def request_seed(seed: int, key: Any) -> int:
 
 
 class HFBackend:
-    """transformers' generate (rollout.sample) on the suite's fp32 model."""
+    """transformers' generate (rollout.sample) on the model loaded in the spec's dtype."""
 
     name = "hf"
     library = "transformers"

