@@ -24,7 +24,7 @@ its static threshold "as Clip Outlier in REOPOLD".
 """
 import math
 
-import torch
+from opdbench.lazy import torch
 
 from opdbench.blocks import (credit_floor, floor_value, jsd_reverse_credit, log_ratio_credit, off_policy_guidance,
                              threshold_mask, topk_forward_kl, topk_jsd_forward_term, trust_region_mask)

@@ -20,7 +20,7 @@ shared/METHODS.md): OPD with outcome-guided margin calibration and two data bala
   settings); calibration and balance act on whole groups, so they run once per rollout
   batch in ``prepare``.
 """
-import torch
+from opdbench.lazy import torch
 
 from opdbench.blocks import (MARGIN_MODES, correctness_balance, difficulty_upsample, log_ratio_credit,
                              margin_calibration, outlier_gap_mask)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
+from opdbench.lazy import torch
 
 from opdbench.blocks import clipped_policy_loss
 from opdbench.train.losses import LossTerm

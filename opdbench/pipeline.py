@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from opdbench.lazy import torch
 
 from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.config import canonical_hash, evaluation_settings, resolve_run

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from opdbench.lazy import torch
 
 
 def log_ratio_credit(logT: torch.Tensor, logOld: torch.Tensor) -> torch.Tensor:

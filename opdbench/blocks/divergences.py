@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from opdbench.lazy import torch
 
 
 def topk_forward_kl(topk_logT: torch.Tensor, topk_logS: torch.Tensor, renormalize: bool) -> torch.Tensor:

@@ -5,7 +5,7 @@ are all correct or all wrong are left as they are.
 """
 from __future__ import annotations
 
-import torch
+from opdbench.lazy import torch
 
 MARGIN_MODES = ("spread", "lift", "minmax")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from opdbench.lazy import torch
 
 
 def floor_mask(credit: torch.Tensor, floor: float) -> torch.Tensor:

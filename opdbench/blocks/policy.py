@@ -1,7 +1,7 @@
 """The policy-gradient term and loss aggregation, as in verl's ``core_algos``."""
 from __future__ import annotations
 
-import torch
+from opdbench.lazy import torch
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "token-sum")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
+from opdbench.lazy import no_grad, torch
 from tqdm import tqdm
 
 from opdbench.atomic import atomic_write_text
@@ -101,7 +101,7 @@ class HFBackend:
                 for ids, lp in zip(responses, logprobs)]
         return [flat[i * spec.n:(i + 1) * spec.n] for i in range(len(prompts))]
 
-    @torch.no_grad()
+    @no_grad
     def _score(self, prompts: list[list[int]], responses: list[list[int]], n: int) -> list[list[float]]:
         """log p(token) of each sampled token under the model (temperature 1), by a forward
         pass over prompt + response: the scoring the training losses use."""

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
+from opdbench.lazy import torch
 
 from opdbench.atomic import atomic_dir, atomic_write_text
 

@@ -9,7 +9,7 @@ import random
 import time
 from typing import Any
 
-import torch
+from opdbench.lazy import torch
 from tqdm import tqdm
 
 from opdbench.train.rollout import encode_prompts, pack, response_logits, token_logprobs

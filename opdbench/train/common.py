@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-import torch
+from opdbench.lazy import torch
 from tqdm import tqdm
 
 from opdbench.atomic import StateFileError, atomic_write_text, remove_temporaries

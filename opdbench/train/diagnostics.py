@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from opdbench.lazy import torch
 
 from opdbench.method import ScoredBatch
 

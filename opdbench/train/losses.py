@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import torch
+from opdbench.lazy import torch
 
 from opdbench.blocks.policy import AGG_MODES
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from opdbench.lazy import no_grad, torch
+
 
 
 def encode_prompts(tokenizer, task, problems) -> list[list[int]]:
@@ -66,10 +66,10 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     """log softmax(logits / temperature) gathered at ``tokens``: [B, T]."""
     if temperature != 1.0:
         logits = logits / temperature
-    return torch.gather(F.log_softmax(logits, dim=-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
+    return torch.gather(torch.nn.functional.log_softmax(logits, dim=-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-@torch.no_grad()
+@no_grad
 def sample(model, tokenizer, prompts: list[list[int]], n: int, temperature: float, top_p: float,
            max_new_tokens: int, batch_size: int = 64, top_k: int = 0) -> list[list[int]]:
     """n responses per prompt (rows ordered prompt-major), each cut after its first eos

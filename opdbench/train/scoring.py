@@ -17,9 +17,10 @@ method needs survives (log-probs at chosen ids, top-k, entropy, ||p||^2).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-import torch
+from opdbench.lazy import no_grad, torch
 
 from opdbench.train.rollout import Sequences
 
@@ -63,7 +64,7 @@ class TokenScores:
     topk_logp: torch.Tensor | None = None
 
 
-@torch.no_grad()
+@no_grad
 def score_tokens(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tokens: torch.Tensor,
                  temperature: float = 1.0, topk: int = 0, entropy: bool = False, sq_norm: bool = False,
                  entropy_temperature: float | None = None, chunk: int | None = None) -> TokenScores:
@@ -103,57 +104,63 @@ def score_tokens(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return out
 
 
-class _LogProbsAt(torch.autograd.Function):
-    """``log_softmax(h W^T / t)[ids]`` for ids [N, m], chunked; backward recomputes the softmax."""
+def _forward(ctx, hidden, weight, bias, ids, temperature, chunk):
+    """LogProbsAt's forward: log-softmax at ``ids``, a chunk of positions at a time."""
+    N = hidden.shape[0]
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    out = torch.empty(ids.shape, device=hidden.device, dtype=dtype)
+    lse = torch.empty(N, device=hidden.device, dtype=dtype)
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        logits = _logits(hidden[s:e], weight, bias, temperature)
+        lse[s:e] = torch.logsumexp(logits, dim=-1)
+        out[s:e] = logits.gather(-1, ids[s:e]) - lse[s:e, None]
+        del logits
+    ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), ids, lse)
+    ctx.has_bias, ctx.temperature, ctx.chunk = bias is not None, temperature, chunk
+    return out
 
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, ids, temperature, chunk):
-        N = hidden.shape[0]
-        dtype = torch.promote_types(hidden.dtype, torch.float32)
-        out = torch.empty(ids.shape, device=hidden.device, dtype=dtype)
-        lse = torch.empty(N, device=hidden.device, dtype=dtype)
-        for s in range(0, N, chunk):
-            e = min(N, s + chunk)
-            logits = _logits(hidden[s:e], weight, bias, temperature)
-            lse[s:e] = torch.logsumexp(logits, dim=-1)
-            out[s:e] = logits.gather(-1, ids[s:e]) - lse[s:e, None]
-            del logits
-        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), ids, lse)
-        ctx.has_bias, ctx.temperature, ctx.chunk = bias is not None, temperature, chunk
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        hidden, weight, bias, ids, lse = ctx.saved_tensors
-        bias = bias if ctx.has_bias else None
-        t, chunk = ctx.temperature, ctx.chunk
-        grad_h = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        dtype = lse.dtype
-        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=dtype) if ctx.needs_input_grad[1] else None
-        grad_b = (torch.zeros(weight.shape[0], device=weight.device, dtype=dtype)
-                  if ctx.has_bias and ctx.needs_input_grad[2] else None)
-        for s in range(0, hidden.shape[0], chunk):
-            e = min(hidden.shape[0], s + chunk)
-            g_out = grad_out[s:e].to(dtype)
-            p = torch.exp(_logits(hidden[s:e], weight, bias, t) - lse[s:e, None])
-            # d log p_i / d z = onehot(i) - p, summed over the gathered ids with their weights
-            g = -p * g_out.sum(-1, keepdim=True)
-            g.scatter_add_(-1, ids[s:e], g_out)
-            g = g / t
-            del p
-            if grad_h is not None:
-                grad_h[s:e] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
-            if grad_w is not None:
-                grad_w += g.T @ hidden[s:e].to(dtype)
-            if grad_b is not None:
-                grad_b += g.sum(0)
-        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
-        grad_b = grad_b.to(weight.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None, None
+def _backward(ctx, grad_out):
+    """LogProbsAt's backward: each chunk's softmax recomputed from the saved log-sum-exp."""
+    hidden, weight, bias, ids, lse = ctx.saved_tensors
+    bias = bias if ctx.has_bias else None
+    t, chunk = ctx.temperature, ctx.chunk
+    grad_h = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+    dtype = lse.dtype
+    grad_w = torch.zeros(weight.shape, device=weight.device, dtype=dtype) if ctx.needs_input_grad[1] else None
+    grad_b = (torch.zeros(weight.shape[0], device=weight.device, dtype=dtype)
+              if ctx.has_bias and ctx.needs_input_grad[2] else None)
+    for s in range(0, hidden.shape[0], chunk):
+        e = min(hidden.shape[0], s + chunk)
+        g_out = grad_out[s:e].to(dtype)
+        p = torch.exp(_logits(hidden[s:e], weight, bias, t) - lse[s:e, None])
+        # d log p_i / d z = onehot(i) - p, summed over the gathered ids with their weights
+        g = -p * g_out.sum(-1, keepdim=True)
+        g.scatter_add_(-1, ids[s:e], g_out)
+        g = g / t
+        del p
+        if grad_h is not None:
+            grad_h[s:e] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+        if grad_w is not None:
+            grad_w += g.T @ hidden[s:e].to(dtype)
+        if grad_b is not None:
+            grad_b += g.sum(0)
+    grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+    grad_b = grad_b.to(weight.dtype) if grad_b is not None else None
+    return grad_h, grad_w, grad_b, None, None, None
+
+
+@functools.cache
+def _logprobs_at_function() -> type:
+    """``log_softmax(h W^T / t)[ids]`` for ids [N, m], chunked; backward recomputes the softmax.
+    Built at its first use: subclassing torch's Function loads torch (``opdbench.lazy``)."""
+    return type("LogProbsAt", (torch.autograd.Function,),
+                {"forward": staticmethod(_forward), "backward": staticmethod(_backward)})
 
 
 def logprobs_at(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor,
                 temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
     """Full-vocabulary log-softmax of ``hidden @ weight^T / temperature`` at ``ids`` [N, m],
     differentiable in ``hidden``, ``weight`` and ``bias``, in O(N*m + chunk*V) memory."""
-    return _LogProbsAt.apply(hidden, weight, bias, ids, temperature, chunk or chunk_rows(weight.shape[0]))
+    return _logprobs_at_function().apply(hidden, weight, bias, ids, temperature, chunk or chunk_rows(weight.shape[0]))

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from opdbench.lazy import no_grad, torch
 from tqdm import tqdm
 
 from opdbench.atomic import atomic_path
@@ -120,11 +120,11 @@ class LocalEngine:
                 self._decode, self.cfg["rollout_batch_size"], self.cfg["max_new_tokens"])))
         return common.prompt_pool(self.method, len(self.prompts), counts)
 
-    @torch.no_grad()
+    @no_grad
     def retention_samples(self) -> dict[str, list]:
         return common.retention_samples(self.cfg, self.prompts, self.run["seed"], self._generate(self.student))
 
-    @torch.no_grad()
+    @no_grad
     def retention(self, fixed: dict[str, list]) -> float:
         """``Ret = mean_t log pi(o_t)`` of the current student on the fixed samples."""
         seqs = self._pack(fixed["prompts"], fixed["responses"])
@@ -144,7 +144,7 @@ class LocalEngine:
         return score_tokens(hidden[m], weight, bias, seqs.responses[m], temperature=temperature,
                             chunk=self.cfg.get("scoring_chunk"), **kwargs)
 
-    @torch.no_grad()
+    @no_grad
     def rollout_and_score(self, step: int, progress: Progress, pool: list[int]) -> tuple[ScoredBatch, dict[str, float]]:
         cfg, n = self.cfg, self.cfg["rollouts_per_prompt"]
         idx = prompt_indices(pool, cfg["prompts_per_step"], step, self.run["seed"])

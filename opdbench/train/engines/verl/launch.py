@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 from pathlib import Path
 from typing import Any
 
 from opdbench.atomic import atomic_write_text
 from opdbench.train.engines.verl.overrides import TRAINER_MODULE
-from opdbench.train.engines.verl.plugin import METHODS_ENV, RUN_ENV, methods_dir
+
+# How a run reaches verl's processes (the plugin reads both in every Ray worker; the launch script
+# exports them): this module stays free of verl and torch, so that building the DAG imports neither.
+RUN_ENV = "OPDBENCH_VERL_RUN"  # the run file (write_run_file) of the run being trained
+METHODS_ENV = "OPDBENCH_METHODS_DIR"  # where the method files are (default: the checkout's methods/)
+DEFAULT_METHODS_DIR = Path(__file__).resolve().parents[4] / "methods"
 
 METRICS_DIR = "verl_metrics"
 CHECKPOINT_DIR = "verl_checkpoints"
@@ -35,6 +41,10 @@ METRICS = {
     "seconds_update": ("timing_s/update_actor",),
 }
 DIAGNOSTIC_PREFIXES = ("actor/opdbench/", "opdbench/")  # the method's per-token diagnostics (plugin)
+
+
+def methods_dir() -> Path:
+    return Path(os.environ.get(METHODS_ENV) or DEFAULT_METHODS_DIR)
 
 
 def write_run_file(run: dict[str, Any], run_dir: Path) -> Path:

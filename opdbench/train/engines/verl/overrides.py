@@ -114,7 +114,7 @@ def _reference(run: dict[str, Any], needs: frozenset[str], max_len: int) -> list
 
 def method_needs(run: dict[str, Any]) -> frozenset[str]:
     """What the run's method needs from scoring (its method file's ``needs``)."""
-    from opdbench.train.engines.verl.plugin import methods_dir
+    from opdbench.train.engines.verl.launch import methods_dir
     from opdbench.registry import get_method_class
 
     return frozenset(get_method_class(run["method"], methods_dir()).needs)

@@ -21,15 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from opdbench.train.engines.verl.launch import RUN_ENV, methods_dir
 from opdbench.train.engines.verl.overrides import loss_name
-
-RUN_ENV = "OPDBENCH_VERL_RUN"  # the run file (launch.write_run_file) of the run being trained
-METHODS_ENV = "OPDBENCH_METHODS_DIR"  # where the method files are (default: the checkout's methods/)
-DEFAULT_METHODS_DIR = Path(__file__).resolve().parents[4] / "methods"
-
-
-def methods_dir() -> Path:
-    return Path(os.environ.get(METHODS_ENV) or DEFAULT_METHODS_DIR)
 
 
 def run_file() -> dict[str, Any]:
