@@ -12,6 +12,7 @@ from typing import Any
 from opdbench.lazy import torch
 
 from opdbench.atomic import atomic_dir, atomic_open
+from opdbench.compute import job_cost, rule_gpus, train_gpus
 from opdbench.config import canonical_hash, evaluation_settings, resolve_run
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
                              write_manifest)
@@ -120,13 +121,23 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
         write_json(out_dir / FINISHED, {"config_hash": run["config_hash"], "steps": steps,
                                         "train_seconds": train_seconds, "model_files": _model_files_hash(model_dir)})
     info = stamp(run=run, config_hash=run["config_hash"], diff_from_base=run["diff_from_base"],
-                 dataset_hash=dataset_hash(data_dir), train_seconds=train_seconds, steps=steps)
+                 dataset_hash=dataset_hash(data_dir), train_seconds=train_seconds, steps=steps,
+                 cost=_train_cost(run["train"], out_dir / "metrics.jsonl", train_seconds, threads))
     write_manifest(model_dir, ".", **info)
     write_json(out_dir / "run.json", info)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the run is complete
 
 
 FINISHED = "finished.json"  # beside run.json, not a rule output: Snakemake does not remove it
+
+
+def _train_cost(train: dict[str, Any], metrics: Path, seconds: float, threads: int) -> dict[str, Any]:
+    """A run's device-hours and the rollouts it generated (each step's prompts x rollouts, at the
+    step's mean response length; Uni-OPD's profiling samples count in its time, not here)."""
+    per_step = train["prompts_per_step"] * train["rollouts_per_prompt"]
+    rows = read_jsonl(metrics)
+    tokens = sum(round(row.get("response_length", 0.0) * per_step) for row in rows)
+    return job_cost(seconds, train_gpus(train)[0], threads, tokens, per_step * len(rows))
 
 
 def _bound_to_inputs(run: dict[str, Any], student: str | Path, teacher: str | Path,
@@ -190,10 +201,13 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
             f.write(json.dumps(r) + "\n")
     manifest = json.loads((Path(model) / "model.json").read_text())
     summary, scaling = summarize(rows, task, cfg["n_samples"])
+    seconds = time.time() - t0
     write_json(metrics_path, stamp(
         **label, task=task_name, benchmarks=summary, test_time_scaling=scaling, generation=generation,
         decoding=cfg, dataset_hash=dataset_hash(data_dir), model_config_hash=manifest.get("config_hash"),
-        diff_from_base=manifest.get("diff_from_base"), eval_seconds=time.time() - t0,
+        diff_from_base=manifest.get("diff_from_base"), eval_seconds=seconds,
+        cost=job_cost(seconds, rule_gpus(config, "evaluate", task_name)[0], threads,
+                      sum(r.get("tokens", 0) for r in rows), len(rows)),
         # What two evaluations that disagree are compared by: the model's files, and how the
         # answers were checked (code: zygote or fallback runner, timeouts; this process's checks).
         model_files_hash=_model_files_hash(Path(model)), scoring=task.scoring_report(),

@@ -12,6 +12,7 @@ import pandas as pd
 
 from opdbench.atomic import atomic_path, atomic_write_text
 from opdbench.provenance import stamp, write_json
+from opdbench.report.cost import train_cost_by_model
 
 REFERENCE_LABELS = {"student": "base student", "teacher": "teacher"}
 
@@ -51,6 +52,13 @@ def _fmt(mean: float, std: float, scale: float = 100.0, signed: bool = False) ->
     return value if pd.isna(std) else f"{value} ± {std * scale:.1f}"
 
 
+DEVICE_HOURS = {"gpu": "GPU-h", "cpu": "core-h"}
+
+
+def _cost(hours: float, device: str) -> str:
+    return "" if pd.isna(hours) else f"{hours:.3g} {DEVICE_HOURS[device]}"
+
+
 def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
     s = summary[summary.task == task]
     benches = list(dict.fromkeys(s.benchmark))
@@ -61,14 +69,15 @@ def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
     score = {m: sum(wide.loc[m, (f"{avg}_mean", b)] for b in benches) / len(benches) for m in methods}
     ranked = sorted(methods, key=lambda m: -score[m])
     order = [m for m in REFERENCE_LABELS if m in wide.index] + ranked
-    header = ["rank", "model", "seeds"]
+    header = ["rank", "model", "seeds", "train cost"]
     for b in benches:
         header += [f"{b} Avg@{n}", f"{b} Pass@{n}", f"{b} Δ Avg@{n}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in order:
         row = wide.loc[model]
         rank = str(ranked.index(model) + 1) if model in ranked else ""
-        cells = [rank, REFERENCE_LABELS.get(model, model), str(int(row[("seeds", benches[0])]))]
+        cells = [rank, REFERENCE_LABELS.get(model, model), str(int(row[("seeds", benches[0])])),
+                 _cost(row[("train_device_hours", benches[0])], row[("train_device", benches[0])])]
         for b in benches:
             cells.append(_fmt(row[(f"{avg}_mean", b)], row[(f"{avg}_std", b)]))
             cells.append(_fmt(row[(f"pass@{n}_mean", b)], row[(f"pass@{n}_std", b)]))
@@ -81,20 +90,23 @@ def render_task(summary: pd.DataFrame, task: str, n: int) -> str:
 
 
 def write_leaderboard(metrics_files: Iterable[str | Path], md_path: str | Path, csv_path: str | Path,
-                      config: dict[str, Any]) -> None:
+                      config: dict[str, Any], runs: Iterable[str | Path] = ()) -> None:
+    """``runs``: the training runs' run.json files, whose recorded cost fills the cost column."""
     from opdbench.config import evaluation_settings
 
     df = collect(metrics_files)
+    costs = train_cost_by_model(runs)
     parts = [f"# OPD-Bench leaderboard: {config['experiment']} ({config['mode']} settings)", "",
              "Avg@N = mean correctness of N samples per problem; Pass@N = unbiased estimator; "
              "values in %, mean ± std over seeds (ddof 1). Δ = change in Avg@N against the base student, "
              "paired by seed (seed k of every model is evaluated with the same sampling seed). "
-             "Methods ranked by mean Avg@N over the task's benchmarks.", ""]
+             "Methods ranked by mean Avg@N over the task's benchmarks. Train cost: device-hours of one "
+             "training run, mean over seeds (GPU-hours, or core-hours on a CPU; tables/cost.csv has every job).", ""]
     summaries, decoding = [], {}
     for task in dict.fromkeys(df.task):
         ev = decoding[task] = evaluation_settings(config, task)
         n = ev["n_samples"]
-        summary = summarize(df[df.task == task], n)
+        summary = summarize(df[df.task == task], n).merge(costs, on=["task", "model"], how="left")
         summaries.append(summary)
         parts += [f"## {task}", "",
                   f"N = {n} samples per problem; temperature {ev['temperature']}, top-p {ev['top_p']}, "

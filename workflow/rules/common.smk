@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from opdbench.code_hash import EVALUATION_CODE, package_code_hash
+from opdbench.compute import job_resources
 from opdbench.config import compose_config, evaluation_settings, load_yaml, resolve_run, validate_config
 from opdbench.errors import ConfigError
 from opdbench.data.resources import resources_of
@@ -65,7 +66,7 @@ def run_records(tasks):
 
 
 def leaderboard_outputs():
-    return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
+    return [f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv", f"{RESULTS}/tables/cost.csv"]
 
 
 # The published tables rendered next to the runs (none when paper_tables/ is empty); paths
@@ -117,3 +118,47 @@ def model_to_evaluate(wildcards):
         role = wildcards.model.split("/")[1]
         return f"{RESULTS}/models/{wildcards.task}/{role}/model.json"
     return f"{RESULTS}/train/{wildcards.task}/{wildcards.model}/model/model.json"
+
+
+# -- what each heavy job asks of the machine (opdbench/compute.py) ----------------------------
+def heavy_job(rule_name):
+    """The resources of a heavy rule's jobs (gpu, nodes, mem_mb, runtime), per job: a train job's
+    GPUs follow from its run's resolved engine and device."""
+    def resource(key):
+        def value(wildcards):
+            train = run_settings(wildcards)["train"] if rule_name == "train" else None
+            return job_resources(config, rule_name, wildcards.task, train)[key]
+        return value
+    return {key: resource(key) for key in ("gpu", "nodes", "mem_mb", "runtime")}
+
+
+def benchmark_file(rule_name, tag):
+    """Snakemake's wall time and peak memory of a heavy job (tables/cost.csv reads them)."""
+    return f"{RESULTS}/benchmarks/{rule_name}/{tag}.tsv"
+
+
+def heavy_job_tags():
+    """(rule, tag) of every heavy job of the experiment, as their benchmark files name them."""
+    tags = []
+    for task in config["tasks"]:
+        tags += [("model", f"{task}_{role}") for role in ("teacher", "student")] + [("quality_gate", task)]
+        tags += [("train", f"{task}_{run}_seed{seed}") for run in RUNS for seed in SEEDS]
+        tags += [("evaluate", path[len(f"{RESULTS}/eval/"):-len("/metrics.json")]) for path in eval_targets(task)]
+    return tags
+
+
+def jobs_without_records():
+    """The heavy jobs that record no cost of their own (base model builds, quality gates) with the
+    devices they ran on: tables/cost.csv counts their hours from their benchmark files."""
+    jobs = []
+    for task in config["tasks"]:
+        for rule_name, model, tag in [("model", f"base/{role}", f"{task}_{role}") for role in ("teacher", "student")] + [
+                ("quality_gate", "base models", task)]:
+            jobs.append({"rule": rule_name, "task": task, "model": model, "tag": tag,
+                         "gpus": job_resources(config, rule_name, task)["gpu"], "threads": config["threads"]})
+    return jobs
+
+
+# Paper scale builds no model: the model rule only records the hub id or path (a local job).
+TINY_MODELS = any(config["task_settings"][task][role]["source"] == "tiny"
+                  for task in config["tasks"] for role in ("teacher", "student"))

@@ -10,6 +10,7 @@ rule make_data:
         f"{RESULTS}/logs/data/{{task}}.log",
     params:
         settings=data_settings,
+    localrule: True
     conda:
         ENV
     script:

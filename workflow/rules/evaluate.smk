@@ -13,6 +13,10 @@ rule evaluate:
     wildcard_constraints:
         model=r"(base/(teacher|student)|[A-Za-z0-9_.-]+)/seed\d+",
     threads: config["threads"]
+    resources:
+        **heavy_job("evaluate"),
+    benchmark:
+        benchmark_file("evaluate", "{task}/{model}")
     conda:
         ENV
     script:

@@ -10,6 +10,7 @@ rule training_curves:
                category="Figures"),
     log:
         f"{RESULTS}/logs/figures/{{task}}_training_curves.log",
+    localrule: True
     conda:
         ENV
     script:
@@ -27,6 +28,7 @@ rule test_time_scaling:
         csv=f"{RESULTS}/tables/{{task}}_test_time_scaling.csv",
     log:
         f"{RESULTS}/logs/figures/{{task}}_test_time_scaling.log",
+    localrule: True
     conda:
         ENV
     script:
@@ -42,6 +44,7 @@ rule leaderboard_deltas:
                category="Figures"),
     log:
         f"{RESULTS}/logs/figures/leaderboard_deltas.log",
+    localrule: True
     conda:
         ENV
     script:
@@ -60,6 +63,7 @@ rule paper_tables:
         csv=f"{RESULTS}/tables/order_agreement.csv",
     log:
         f"{RESULTS}/logs/tables/paper_tables.log",
+    localrule: True
     conda:
         ENV
     script:

@@ -8,6 +8,7 @@ rule tokenizer:
         f"{RESULTS}/logs/models/{{task}}_tokenizer.log",
     params:
         settings=tokenizer_settings,
+    localrule: True
     conda:
         ENV
     script:
@@ -27,6 +28,11 @@ rule model:
     params:
         settings=model_settings,
     threads: config["threads"]
+    localrule: not TINY_MODELS
+    resources:
+        **heavy_job("model"),
+    benchmark:
+        benchmark_file("model", "{task}_{role}")
     conda:
         ENV
     script:
@@ -46,6 +52,10 @@ rule quality_gate:
     log:
         f"{RESULTS}/logs/models/{{task}}_quality_gate.log",
     threads: config["threads"]
+    resources:
+        **heavy_job("quality_gate"),
+    benchmark:
+        benchmark_file("quality_gate", "{task}")
     conda:
         ENV
     script:

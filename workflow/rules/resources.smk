@@ -9,6 +9,7 @@ rule fetch_resource:
     wildcard_constraints:
         resource=r"(HumanEvalPlus|MbppPlus)-v[\d.]+\.jsonl\.gz|livecodebench/test\d*\.jsonl",
     retries: 2
+    localrule: True
     conda:
         ENV
     script:

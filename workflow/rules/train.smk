@@ -16,6 +16,10 @@ rule train:
     params:
         settings=run_settings,
     threads: config["threads"]
+    resources:
+        **heavy_job("train"),
+    benchmark:
+        benchmark_file("train", "{task}_{run}_seed{seed}")
     conda:
         TRAIN_ENV
     script:

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from opdbench.compute import gpu_slots
 from opdbench.logs import tee_to_log
 from opdbench.pipeline import evaluate
 
@@ -9,5 +10,6 @@ model, _, seed = w.model.rpartition("/")
 base = model.startswith("base/")
 label = {"model": model.split("/")[1] if base else model, "seed": int(seed[len("seed"):]),
          "kind": "reference" if base else "method"}
-evaluate(snakemake.config, w.task, Path(snakemake.input.model).parent, Path(snakemake.input.data).parent,
-         snakemake.output.samples, snakemake.output.metrics, label, threads=snakemake.threads)
+with gpu_slots(snakemake.resources.gpu):  # this job's own GPUs of the node (CUDA_VISIBLE_DEVICES)
+    evaluate(snakemake.config, w.task, Path(snakemake.input.model).parent, Path(snakemake.input.data).parent,
+             snakemake.output.samples, snakemake.output.metrics, label, threads=snakemake.threads)
