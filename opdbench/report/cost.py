@@ -63,8 +63,8 @@ def with_totals(jobs: pd.DataFrame) -> pd.DataFrame:
     """The jobs, then a total row per (rule, device) and one per device for the experiment
     (GPU-hours and core-hours are not added together)."""
     sums = ["seconds", "device_hours", "generated_tokens", "generated_sequences"]
-    per_rule = jobs.groupby(["rule", "device"], as_index=False)[sums].sum().assign(model="total")
-    overall = jobs.groupby("device", as_index=False)[sums].sum().assign(rule="all", model="total")
+    per_rule = jobs.groupby(["rule", "device"], as_index=False)[sums].sum(min_count=1).assign(model="total")
+    overall = jobs.groupby("device", as_index=False)[sums].sum(min_count=1).assign(rule="all", model="total")
     return pd.concat([jobs, per_rule, overall], ignore_index=True)[COLUMNS]
 
 
