@@ -22,10 +22,13 @@ class ExOPD(Method):
     needs = frozenset({"ref_logprobs"})
     defaults = {"lam": 1.25, "reference": "student"}
     schema = {"lam": {"type": "number", "minimum": 0}, "reference": {"type": "string", "minLength": 1}}
-    # Paper: one optimizer step per rollout batch, n = 1, lr 1e-5, 16384 tokens, 50 steps,
-    # verl's dual-clip constant 3.
-    paper_settings = {"rollouts_per_prompt": 1, "ppo_epochs": 1, "lr": 1.0e-5, "max_new_tokens": 16384,
-                      "steps": 50, "clip_ratio_c": 3.0}
+    # Same-size setting (METHODS.md; official G-OPD scripts, verl 0.6.1): 1024 prompts x n = 1 per step
+    # and a mini-batch of 1024 rollouts (one optimizer step per rollout batch), lr 1e-5 constant without
+    # warmup, 16384 tokens at temperature 1.0 / top-p 1.0, 50 steps (strong-to-weak: 100), verl's
+    # dual-clip constant 3.
+    paper_settings = {"prompts_per_step": 1024, "rollouts_per_prompt": 1, "mini_batch_size": 1024, "ppo_epochs": 1,
+                      "lr": 1.0e-5, "lr_schedule": "constant", "warmup_steps": 0, "max_new_tokens": 16384,
+                      "temperature": 1.0, "top_p": 1.0, "steps": 50, "clip_ratio_c": 3.0}
 
     def loss(self, mb, student, progress):
         credit = extrapolated_credit(mb.logT, mb.extras["logRef"], mb.logOld, self.hp["lam"])

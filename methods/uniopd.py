@@ -40,9 +40,14 @@ class UniOPD(Method):
               "difficulty_samples": {"type": "integer", "minimum": 2},
               "difficulty_prompts": {"type": ["integer", "null"], "minimum": 1},
               "upsample": {"type": "integer", "minimum": 1}}
-    paper_settings = {"prompts_per_step": 64, "rollouts_per_prompt": 16, "lr": 1.0e-6, "lr_schedule": "constant",
-                      "max_new_tokens": 16384, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28,
-                      "loss_agg_mode": "seq-mean-token-mean"}
+    # Official scripts (exps/scripts/OPD/*): 64 prompts x 16 rollouts, global batch 64 x 16 = 1024
+    # rollouts per optimizer step (one per rollout batch), Adam lr 1e-6 constant after 5 warmup
+    # iterations, weight decay 0.1, betas (0.9, 0.98), 16384 tokens at temperature 1, clip 0.2 / 0.28;
+    # 50 steps as the paper's training-dynamics figure (seed 002).
+    paper_settings = {"prompts_per_step": 64, "rollouts_per_prompt": 16, "mini_batch_size": 1024, "steps": 50,
+                      "lr": 1.0e-6, "lr_schedule": "constant_with_warmup", "warmup_steps": 5, "weight_decay": 0.1,
+                      "adam_betas": [0.9, 0.98], "max_new_tokens": 16384, "temperature": 1.0,
+                      "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "loss_agg_mode": "seq-mean-token-mean"}
 
     def difficulty_profile(self):
         return {"n_samples": self.hp["difficulty_samples"], "prompts": self.hp["difficulty_prompts"],

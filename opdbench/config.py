@@ -97,10 +97,13 @@ _SCALARS = {"integer": int, "number": (int, float), "boolean": bool}
 def coerce_command_line(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
     """Snakemake reads a ``--config key=[0, 1]`` value with YAML's BaseLoader, so every
     scalar inside it is a string. Where the schema wants a number or a boolean, read such a
-    string as YAML; anything that still does not fit is left for the schema to name."""
+    string as YAML; anything that still does not fit is left for the schema to name. A schema
+    that also takes a string (``where: {data_source: AIME2024}``) keeps the string. Snakemake
+    hands a --configfile's values here too (parsed, so only true strings arrive as strings)."""
     root = root if root is not None else schema
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    types = [schema["type"]] if isinstance(schema.get("type"), str) else schema.get("type") or []
     if isinstance(instance, dict):
         for key, value in instance.items():
             sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
@@ -108,14 +111,14 @@ def coerce_command_line(instance: Any, schema: dict[str, Any], root: dict[str, A
                 instance[key] = coerce_command_line(value, sub, root)
     elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
         instance[:] = [coerce_command_line(item, schema["items"], root) for item in instance]
-    elif isinstance(instance, str) and schema.get("type") in _SCALARS:
+    elif isinstance(instance, str) and "string" not in types and any(t in _SCALARS for t in types):
         try:
             value = yaml.safe_load(instance)
         except yaml.YAMLError:
             return instance
-        wanted = _SCALARS[schema["type"]]
-        if isinstance(value, wanted) and (schema["type"] == "boolean" or not isinstance(value, bool)):
-            return value
+        for kind in (t for t in types if t in _SCALARS):
+            if isinstance(value, _SCALARS[kind]) and (kind == "boolean" or not isinstance(value, bool)):
+                return value
     return instance
 
 

@@ -79,6 +79,14 @@ def test_numbers_given_on_the_command_line_are_read_as_numbers():
         validate_config(bad(seeds=["one"]), METHODS_DIR, command_line=("seeds",))
     with pytest.raises(ConfigError, match=r"config key 'base.steps': '5.5' is not of type 'integer'"):
         validate_config(bad(base__steps="5.5"), METHODS_DIR, command_line=("base",))
+    # A value whose schema has several types, a string among them, stays a string (snakemake hands
+    # an experiment file's `where: {data_source: AIME2024}` here as well).
+    cfg = bad()
+    cfg["task_settings"]["math"]["data"]["benchmarks"]["aime24"] = {"source": "mmath", "where": {"data_source": "AIME2024"}}
+    cfg["base"] = {**cfg["base"], "clip_ratio_c": "3.0"}
+    validate_config(cfg, METHODS_DIR, command_line=("task_settings", "base"), jobs_run_here=False)
+    assert cfg["task_settings"]["math"]["data"]["benchmarks"]["aime24"]["where"] == {"data_source": "AIME2024"}
+    assert cfg["base"]["clip_ratio_c"] == 3.0  # [number, null]: read as a number
 
 
 def test_variant_with_unknown_hyperparameter():
