@@ -44,6 +44,29 @@ def test_leaderboard_and_provenance(micro_workflow):
     assert base["decoding"]["seed"] == metrics["decoding"]["seed"] == 1235  # paired with the runs' seed 1
 
 
+def test_every_job_records_its_cost_and_the_experiment_sums_it(micro_workflow):
+    import pandas as pd
+
+    cost = pd.read_csv(micro_workflow / "tables/cost.csv")
+    jobs = cost[cost.model != "total"]
+    # 2 tasks: 2 model builds and a quality gate each, 12 runs, 16 evaluations
+    assert jobs.groupby("rule").size().to_dict() == {"evaluate": 32, "model": 4, "quality_gate": 2, "train": 24}
+    assert set(jobs.device) == {"cpu"} and (jobs.devices == 1).all() and (jobs.seconds > 0).all()
+    assert (jobs.device_hours - jobs.seconds / 3600).abs().max() < 1e-5  # one core each (threads: 1)
+    assert jobs.max_rss_mb.notna().all()  # from each job's benchmark file
+    row = jobs[(jobs.rule == "evaluate") & (jobs.task == "math") & (jobs.model == "opd") & (jobs.seed == 1)].iloc[0]
+    samples = [json.loads(line) for line in (micro_workflow / "eval/math/opd/seed1/samples.jsonl").open()]
+    assert (row.generated_sequences, row.generated_tokens) == (len(samples), sum(s["tokens"] for s in samples))
+    train = jobs[(jobs.rule == "train") & (jobs.model == "opd") & (jobs.task == "math") & (jobs.seed == 1)].iloc[0]
+    assert train.generated_sequences == 4 * 8  # 4 steps x (4 prompts x 2 rollouts)
+    total = cost[(cost.rule == "all") & (cost.model == "total")].iloc[0]
+    assert total.device_hours == pytest.approx(jobs.device_hours.sum(), rel=1e-4)
+    assert total.generated_tokens == jobs.generated_tokens.sum()
+    md = (micro_workflow / "leaderboard.md").read_text()
+    hours = json.loads((micro_workflow / "train/math/opd/seed0/run.json").read_text())["cost"]["device_hours"]
+    assert "| train cost |" in md and "core-h |" in md and hours > 0
+
+
 def test_code_task_trains_evaluates_and_ranks(micro_workflow):
     md = (micro_workflow / "leaderboard.md").read_text()
     assert "## code" in md and "code_id Avg@2" in md and "code_long Pass@2" in md
@@ -123,8 +146,8 @@ def test_lint_and_dry_run(tmp_path):
     jobs = _planned_jobs(run_snakemake(tmp_path, "-n").stdout)
     # 2 tasks; 2 roles; 6 methods x 2 seeds; (6 methods + 2 base models) x 2 seeds evaluated per task.
     assert jobs == {"make_data": 2, "tokenizer": 2, "model": 4, "quality_gate": 2, "train": 24, "evaluate": 32,
-                    "training_curves": 2, "leaderboard": 1, "test_time_scaling": 2, "leaderboard_deltas": 1,
-                    "paper_tables": 1, "all": 1}, jobs
+                    "training_curves": 2, "leaderboard": 1, "cost": 1, "test_time_scaling": 2,
+                    "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
 
 
 def _planned_jobs(dry_run_stdout: str) -> dict[str, int]:
@@ -144,13 +167,13 @@ def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
     jobs = _planned_jobs(dry.stdout)
     assert "Params have changed" in dry.stdout
     # 1 model; 6 methods x 2 seeds of training; their 12 evaluations + the base student's 2.
-    assert jobs == {"model": 1, "quality_gate": 1, "train": 12, "evaluate": 14, "leaderboard": 1,
+    assert jobs == {"model": 1, "quality_gate": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "cost": 1,
                     "training_curves": 1, "test_time_scaling": 1, "leaderboard_deltas": 1, "paper_tables": 1,
                     "all": 1}, jobs
     # A sandbox limit: only the code evaluations, no training.
     edit.write_text("task_settings: {code: {sandbox: {time_limit_s: 3.0}}}\n")
     jobs = _planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
-    assert jobs == {"evaluate": 16, "test_time_scaling": 1, "leaderboard": 1, "leaderboard_deltas": 1,
+    assert jobs == {"evaluate": 16, "test_time_scaling": 1, "leaderboard": 1, "cost": 1, "leaderboard_deltas": 1,
                     "paper_tables": 1, "all": 1}, jobs
 
 
