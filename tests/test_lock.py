@@ -63,7 +63,7 @@ def test_pyprojects_dependencies_are_satisfied_by_the_locks_versions():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     installed = re.search(r'-e "\.\[([a-z,]+)\]"', (REPO / "Makefile").read_text()).group(1).split(",")
-    assert installed == ["test", "code", "verl"]
+    assert installed == ["test", "code", "verl", "slurm"]
     for line in project["dependencies"] + [r for extra in installed for r in extras[extra]]:
         req = Requirement(line)
         name = canonicalize_name(req.name)

@@ -1,6 +1,7 @@
 """The verl engine's launch and outputs on CPU: its inputs and launch script, verl's metrics in the
 suite's keys, the checkpoint merge command, the plugin's batch read from verl's micro-batch."""
 import json
+import os
 import re
 import subprocess
 from unittest import mock
@@ -186,3 +187,45 @@ def test_snakemake_plans_the_reopold_math_experiment_on_verl(tmp_path):
     assert (counts["train"], counts["model"], counts["evaluate"], counts["make_data"]) == ("3", "2", "5", "1"), counts
     for method in experiment["methods"]:
         assert f"results/reopold_math/train/math/{method}/seed0/run.json" in proc.stdout
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# srun [options] command...: logs the node and runs the command on this machine
+node=""; while [[ "$1" == -* ]]; do [[ "$1" == -w ]] && { node=$2; shift; }; shift; done
+echo "srun $node: $*" >> "$LOG"; exec "$@"
+"""
+
+
+def test_a_multi_node_run_makes_one_ray_cluster_of_its_slurm_allocation_before_verl_starts(tmp_path):
+    """nnodes 2: the launch script starts Ray's head on the allocation's first node and a worker on the
+    second (each with the node's GPUs, through srun), waits for both, then runs verl's trainer, which
+    joins that cluster through RAY_ADDRESS. SLURM's and Ray's commands are fakes that log their calls."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    fakes = {"srun": FAKE_SRUN,
+             "scontrol": '#!/usr/bin/env bash\n[ "$*" = "show hostnames gpu[07-08]" ] && printf "gpu07\\ngpu08\\n"\n',
+             "hostname": '#!/usr/bin/env bash\necho "10.1.2.7 fe80::1"\n',
+             "ray": '#!/usr/bin/env bash\necho "ray $*" >> "$LOG"\n',
+             "python": '#!/usr/bin/env bash\necho "python $* RAY_ADDRESS=$RAY_ADDRESS" >> "$LOG"\n'}
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    python = str(bin_dir / "python")
+    prologue = launch.ray_on_slurm(2, 8, python)
+    script = launch.write_launch_script(tmp_path / "launch.sh", [python, "-m", launch.TRAINER_MODULE, "trainer.nnodes=2"],
+                                        {"VERL_FILE_LOGGER_PATH": str(tmp_path / "m" / "0.jsonl")}, prologue)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log), "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert "srun gpu07: hostname --ip-address" in calls
+    assert f"srun gpu07: {bin_dir}/ray start --head --node-ip-address=10.1.2.7 --port=6379 --num-gpus=8 --block" in calls
+    assert f"srun gpu08: {bin_dir}/ray start --address=10.1.2.7:6379 --num-gpus=8 --block" in calls
+    waits = [i for i, c in enumerate(calls) if "wait-for-ray-nodes 2" in c]
+    trainer = [i for i, c in enumerate(calls) if launch.TRAINER_MODULE in c]
+    assert waits and trainer and waits[0] < trainer[0]
+    assert calls[trainer[0]].endswith("trainer.nnodes=2 RAY_ADDRESS=10.1.2.7:6379")
+    # outside an allocation the script says how to run it instead of training on one node
+    env.pop("SLURM_JOB_NODELIST")
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "submit it through SLURM (profiles/slurm)" in proc.stderr

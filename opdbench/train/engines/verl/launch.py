@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,45 @@ def next_attempt(run_dir: Path) -> int:
     return len(list((Path(run_dir) / METRICS_DIR).glob("*.jsonl")))
 
 
-def write_launch_script(path: Path, command: list[str], env: dict[str, str]) -> Path:
+RAY_PORT = 6379
+
+
+def ray_on_slurm(nnodes: int, gpus_per_node: int, python: str, ray: str | None = None) -> list[str]:
+    """Shell lines that make one Ray cluster of a SLURM allocation's ``nnodes`` nodes before verl
+    starts (verl's trainer then joins it through RAY_ADDRESS instead of starting a local Ray):
+    the head on the first node, a worker on every other once the head listens, each with the
+    node's GPUs, then a wait until all have joined. The sbatch job is the one Snakemake submits for the run (--nodes)."""
+    ray = shlex.quote(ray or str(Path(python).with_name("ray")))  # Ray's CLI beside the trainer's Python
+    return [
+        f"# Ray across the allocation's {nnodes} nodes (base.verl.nnodes): head on the first, a worker on each other.",
+        'if [ -z "${SLURM_JOB_NODELIST:-}" ]; then',
+        f'  echo "this run spans {nnodes} nodes: submit it through SLURM (profiles/slurm), which allocates them" >&2',
+        "  exit 2",
+        "fi",
+        'mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
+        f'if [ "${{#nodes[@]}}" -ne {nnodes} ]; then echo "the allocation has ${{#nodes[@]}} nodes, the run needs {nnodes}" >&2; exit 2; fi',
+        'head_ip=$(srun --nodes=1 --ntasks=1 --overlap -w "${nodes[0]}" hostname --ip-address | awk \'{print $1}\')',
+        f'srun --nodes=1 --ntasks=1 --overlap -w "${{nodes[0]}}" {ray} start --head --node-ip-address="$head_ip" '
+        f'--port={RAY_PORT} --num-gpus={gpus_per_node} --block &',
+        f'for _ in $(seq 1 120); do (echo > "/dev/tcp/$head_ip/{RAY_PORT}") 2>/dev/null && break; sleep 1; done',
+        'for node in "${nodes[@]:1}"; do',
+        f'  srun --nodes=1 --ntasks=1 --overlap -w "$node" {ray} start --address="$head_ip:{RAY_PORT}" '
+        f'--num-gpus={gpus_per_node} --block &',
+        "done",
+        f'export RAY_ADDRESS="$head_ip:{RAY_PORT}"',
+        f"{shlex.quote(python)} -m opdbench.train.engines.verl.launch wait-for-ray-nodes {nnodes}",
+    ]
+
+
+def write_launch_script(path: Path, command: list[str], env: dict[str, str], prologue: list[str] = ()) -> Path:
+    """The run's launch script: its variables, the ``prologue`` (Ray on SLURM for a multi-node run),
+    then verl's trainer (``exec`` on one node; a child of the script when the prologue started Ray
+    steps, which end with the allocation)."""
+    start = "exec " if not prologue else ""
     lines = ["#!/usr/bin/env bash", "# Written by opdbench.train.engines.verl (docs/verl.md): verl's trainer for this run.",
              "set -euo pipefail", *(f"export {key}={shlex.quote(value)}" for key, value in env.items()),
-             "mkdir -p \"$(dirname \"$VERL_FILE_LOGGER_PATH\")\"",
-             "exec " + " \\\n    ".join(shlex.quote(arg) for arg in command), ""]
+             "mkdir -p \"$(dirname \"$VERL_FILE_LOGGER_PATH\")\"", *prologue,
+             start + " \\\n    ".join(shlex.quote(arg) for arg in command), ""]
     atomic_write_text(path, "\n".join(lines))
     Path(path).chmod(0o755)
     return Path(path)
@@ -132,3 +167,26 @@ def merge_command(python: str, actor_dir: Path, target_dir: Path) -> list[str]:
     """verl's model merger: an FSDP actor checkpoint to HF safetensors (the suite evaluates that)."""
     return [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor_dir),
             "--target_dir", str(target_dir)]
+
+
+def wait_for_ray_nodes(n: int, timeout_s: float = 600.0, poll_s: float = 2.0) -> None:
+    """Block until the Ray cluster at RAY_ADDRESS has ``n`` nodes (the launch script's prologue)."""
+    import time
+
+    import ray
+
+    ray.init()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len([node for node in ray.nodes() if node.get("Alive")]) < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"Ray: fewer than {n} nodes joined in {timeout_s:.0f} s")
+            time.sleep(poll_s)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":  # python -m opdbench.train.engines.verl.launch wait-for-ray-nodes N
+    if len(sys.argv) != 3 or sys.argv[1] != "wait-for-ray-nodes":
+        raise SystemExit("usage: python -m opdbench.train.engines.verl.launch wait-for-ray-nodes N")
+    wait_for_ray_nodes(int(sys.argv[2]))
