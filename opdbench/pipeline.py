@@ -17,6 +17,7 @@ from opdbench.config import canonical_hash, evaluation_settings, resolve_run
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
+from opdbench.data.hub import hub_models, is_hub_id, record_of
 from opdbench.data.resources import sha256_of
 from opdbench.tasks import get_task
 from opdbench.tasks.base import read_jsonl
@@ -48,8 +49,10 @@ def build_tokenizer(config: dict[str, Any], task_name: str, data_dir: str | Path
     settings = config["task_settings"][task_name]
     out_dir = Path(out_dir)
     if settings["student"]["source"] != "tiny":
+        source = settings["student"]["source"]
+        fetched = Path(record_of(source))  # a hub model: its fetched files (the rule's input)
         with atomic_dir(out_dir) as tmp:  # the directory is the rule's output: whole or absent
-            load_tokenizer(settings["student"]["source"]).save_pretrained(tmp)
+            load_tokenizer(fetched.parent if is_hub_id(source) and fetched.exists() else source).save_pretrained(tmp)
         return
     task = load_task(config, task_name)
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
@@ -67,7 +70,14 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     spec = config["task_settings"][task_name][role]
     out_dir = Path(out_dir)
     if spec["source"] != "tiny":
-        write_manifest(out_dir, spec["source"], **stamp(role=role, source=spec["source"]))
+        # a hub model: the files its fetch put under resources/hub/ (the rule's input), with their commit
+        fetched = Path(record_of(spec["source"]))
+        if spec["source"] in hub_models(config) and fetched.exists():
+            commit = json.loads(fetched.read_text())["commit"]
+            write_manifest(out_dir, str(fetched.parent.resolve()),
+                           **stamp(role=role, source=spec["source"], revision=spec.get("revision"), commit=commit))
+        else:
+            write_manifest(out_dir, spec["source"], **stamp(role=role, source=spec["source"]))
         return
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(tokenizer_dir)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO
 from opdbench.config import compose_config, load_yaml
+from opdbench.data.hub import hub_datasets, hub_models
 
 EXPERIMENTS = sorted(p.name for p in (REPO / "config" / "experiments").glob("*.yaml"))
 HEAVY = ("torch", "transformers", "verl", "ray", "vllm")
@@ -118,5 +119,8 @@ def test_each_experiment_file_plans_its_jobs_with_their_gpus_without_the_trainin
     assert {job["gpu"] for job in jobs["evaluate"] + jobs["quality_gate"]} == {"1"}, name
     # every model of the experiment is evaluated: base student, teacher and each run, per seed
     assert len(jobs["evaluate"]) == len(runs) + 2 * len(config["tasks"]) * len(config["seeds"])
-    # the hub models are pointers, built where Snakemake runs: no GPU
+    # the hub models are pointers, built where Snakemake runs: no GPU; each hub repository is
+    # fetched first, where Snakemake runs (a local job: no resources)
     assert {job["gpu"] for job in jobs["model"]} == {"0"}
+    hub = {**hub_models(config), **hub_datasets(config)}
+    assert len(jobs.get("fetch_hub", [])) == len(hub) and all("gpu" not in job for job in jobs.get("fetch_hub", []))

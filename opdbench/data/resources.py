@@ -63,14 +63,19 @@ def livecodebench_files(version: str = "release_v6") -> list[str]:
 
 
 def resources_of(data_settings: dict[str, Any]) -> list[str]:
-    """The resources/ files a task's data settings read (its train split and benchmarks):
-    what ``make_data`` waits for."""
+    """The resources/ files a task's data settings read (its train split and benchmarks), a hub
+    dataset's by the record of its fetch: what ``make_data`` waits for."""
+    from opdbench.data.hub import dataset_of, record_of
+
     specs = [data_settings["train"], *data_settings["benchmarks"].values()]
     files: list[str] = []
     for spec in specs:
         path = str(spec.get("path", ""))
         if not path.startswith(f"{RESOURCES_DIR}/"):
             continue  # a generator, a package source, or a file the user keeps elsewhere
+        if dataset_of(path):  # a file of a hub dataset: its fetch's record (opdbench.data.hub)
+            files.append(record_of(dataset_of(path), "dataset"))
+            continue
         name = path[len(RESOURCES_DIR) + 1:].rstrip("/")
         if name == "livecodebench":  # a directory: the release's files
             files += [f"{RESOURCES_DIR}/{f}" for f in livecodebench_files(spec.get("version", "release_v6"))]

@@ -8,6 +8,7 @@ from opdbench.code_hash import EVALUATION_CODE, package_code_hash
 from opdbench.compute import job_resources
 from opdbench.config import compose_config, evaluation_settings, load_yaml, resolve_run, validate_config
 from opdbench.errors import ConfigError
+from opdbench.data.hub import hub_datasets, hub_models, record_of
 from opdbench.data.resources import resources_of
 
 # Snakemake merges each --configfile over config/config.yaml; an experiment file's `replace`
@@ -100,6 +101,22 @@ def tokenizer_settings(wildcards):
 
 def model_settings(wildcards):
     return config["task_settings"][wildcards.task][wildcards.role]
+
+
+def hub_model_record(wildcards, role=None):
+    """A hub model's fetch record (the model and tokenizer rules read the fetched files), else nothing."""
+    source = config["task_settings"][wildcards.task][role or wildcards.role]["source"]
+    return [record_of(source)] if source in hub_models(config) else []
+
+
+def student_hub_record(wildcards):
+    return hub_model_record(wildcards, role="student")
+
+
+def hub_revision(wildcards):
+    """The revision the config asks of a hub repository (None: its main branch)."""
+    repo = f"{wildcards.org}/{wildcards.name}"
+    return (hub_models(config) if wildcards.kind == "models" else hub_datasets(config)).get(repo)
 
 
 def run_settings(wildcards):

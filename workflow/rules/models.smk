@@ -2,6 +2,7 @@ rule tokenizer:
     """Tiny scale: byte-level BPE trained on the task's text. Paper scale: the student's."""
     input:
         train=rules.make_data.output.train,
+        hub=student_hub_record,
     output:
         directory(f"{RESULTS}/models/{{task}}/tokenizer"),
     log:
@@ -17,10 +18,11 @@ rule tokenizer:
 
 rule model:
     """Tiny scale: a Qwen2 LM trained by SFT on worked solutions (teacher larger and
-    longer-trained than student). Paper scale: a pointer to the hub id or local path."""
+    longer-trained than student). Paper scale: a pointer to the fetched hub model or local path."""
     input:
         data=rules.make_data.output.manifest,
         tokenizer=rules.tokenizer.output[0],
+        hub=hub_model_record,
     output:
         f"{RESULTS}/models/{{task}}/{{role}}/model.json",
     log:
