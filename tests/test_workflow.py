@@ -317,7 +317,7 @@ def test_a_new_method_file_joins_the_dag_and_the_leaderboard(tmp_path):
     method_file.write_text(method_file.read_text().replace("half the credit", "half of the credit"))
     jobs = _planned_jobs(run_snakemake(moved, "-n", snakefile=moved / "Snakefile", configfiles=configs).stdout)
     assert jobs == {"train": 2, "evaluate": 2, "training_curves": 2, "test_time_scaling": 2, "leaderboard": 1,
-                    "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
+                    "cost": 1, "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
 
     (moved / "methods" / "half_opd_copy.py").write_text(PLUGIN)
     dup = run_snakemake(moved, "-n", snakefile=moved / "Snakefile", configfiles=configs, check=False)

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from opdbench.atomic import atomic_write_text
 from opdbench.data.resources import ResourceError, sha256_of
 
 HUB_DIR = "resources/hub"
@@ -122,7 +123,7 @@ def fetch_repo(repo_id: str, repo_type: str = "model", revision: str | None = No
     shutil.rmtree(part / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
     record = {"repo_id": repo_id, "repo_type": repo_type, "revision": asked, "commit": commit,
               "pinned": bool(_COMMIT.match(asked)), "files": expected}
-    (part / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
+    atomic_write_text(part / RECORD, json.dumps(record, indent=1, sort_keys=True))
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(part, dest)

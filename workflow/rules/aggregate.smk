@@ -29,7 +29,6 @@ rule cost:
         f"{RESULTS}/logs/tables/cost.log",
     params:
         measured=jobs_without_records(),
-        benchmarks_dir=f"{RESULTS}/benchmarks",
     localrule: True
     conda:
         ENV

@@ -52,13 +52,16 @@ wildcard_constraints:
     role="teacher|student",
 
 
-def eval_targets(task):
-    """Every model evaluated for a task: the base student, the teacher and each run, per
-    seed. Seed k's evaluation samples with seed evaluation.seed + k for every model, so
-    the base rows carry the same sampling noise as the runs they are compared with."""
+def eval_tags(task):
+    """Every model evaluated for a task, as <task>/<model>/seed<k>: the base student, the teacher
+    and each run, per seed. Seed k's evaluation samples with seed evaluation.seed + k for every
+    model, so the base rows carry the same sampling noise as the runs they are compared with."""
     models = ["base/student", "base/teacher"] + RUNS
-    tags = [f"{model}/seed{seed}" for model in models for seed in SEEDS]
-    return [f"{RESULTS}/eval/{task}/{tag}/metrics.json" for tag in tags]
+    return [f"{task}/{model}/seed{seed}" for model in models for seed in SEEDS]
+
+
+def eval_targets(task):
+    return [f"{RESULTS}/eval/{tag}/metrics.json" for tag in eval_tags(task)]
 
 
 def run_records(tasks):
@@ -160,7 +163,7 @@ def heavy_job_tags():
     for task in config["tasks"]:
         tags += [("model", f"{task}_{role}") for role in ("teacher", "student")] + [("quality_gate", task)]
         tags += [("train", f"{task}_{run}_seed{seed}") for run in RUNS for seed in SEEDS]
-        tags += [("evaluate", path[len(f"{RESULTS}/eval/"):-len("/metrics.json")]) for path in eval_targets(task)]
+        tags += [("evaluate", tag) for tag in eval_tags(task)]
     return tags
 
 
