@@ -66,3 +66,10 @@ def micro_workflow(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("micro")
     run_snakemake(workdir)
     return workdir / "results" / "micro"
+
+
+def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of `snakemake -n`: rule -> job count."""
+    table = dry_run_stdout.split("Job stats:")[1].strip().split("\n\n")[0]
+    rows = (line.split() for line in table.splitlines()[2:])
+    return {row[0]: int(row[1]) for row in rows if row[0] != "total"}

@@ -3,7 +3,6 @@ and a killed training job that resumes from its checkpoint."""
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import MICRO_CONFIG, REPO, run_snakemake, snakemake_cmd
+from conftest import MICRO_CONFIG, REPO, planned_jobs, run_snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -143,18 +142,11 @@ def test_method_specific_scoring_reached_the_methods(micro_workflow):
 def test_lint_and_dry_run(tmp_path):
     lint = run_snakemake(tmp_path, "--lint", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    jobs = _planned_jobs(run_snakemake(tmp_path, "-n").stdout)
+    jobs = planned_jobs(run_snakemake(tmp_path, "-n").stdout)
     # 2 tasks; 2 roles; 6 methods x 2 seeds; (6 methods + 2 base models) x 2 seeds evaluated per task.
     assert jobs == {"make_data": 2, "tokenizer": 2, "model": 4, "quality_gate": 2, "train": 24, "evaluate": 32,
                     "training_curves": 2, "leaderboard": 1, "cost": 1, "test_time_scaling": 2,
                     "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
-
-
-def _planned_jobs(dry_run_stdout: str) -> dict[str, int]:
-    """The 'Job stats' table of `snakemake -n`: rule -> job count."""
-    table = dry_run_stdout.split("Job stats:")[1].strip().split("\n\n")[0]
-    rows = (line.split() for line in table.splitlines()[2:])
-    return {row[0]: int(row[1]) for row in rows if row[0] != "total"}
 
 
 def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
@@ -164,7 +156,7 @@ def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
     edit = tmp_path / "student.yaml"
     edit.write_text("task_settings: {math: {student: {sft: {steps: 11}}}}\n")
     dry = run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit))
-    jobs = _planned_jobs(dry.stdout)
+    jobs = planned_jobs(dry.stdout)
     assert "Params have changed" in dry.stdout
     # 1 model; 6 methods x 2 seeds of training; their 12 evaluations + the base student's 2.
     assert jobs == {"model": 1, "quality_gate": 1, "train": 12, "evaluate": 14, "leaderboard": 1, "cost": 1,
@@ -172,7 +164,7 @@ def test_a_config_edit_reruns_exactly_what_it_changes(micro_workflow, tmp_path):
                     "all": 1}, jobs
     # A sandbox limit: only the code evaluations, no training.
     edit.write_text("task_settings: {code: {sandbox: {time_limit_s: 3.0}}}\n")
-    jobs = _planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
+    jobs = planned_jobs(run_snakemake(workdir, "-n", configfiles=(MICRO_CONFIG, edit)).stdout)
     assert jobs == {"evaluate": 16, "test_time_scaling": 1, "leaderboard": 1, "cost": 1, "leaderboard_deltas": 1,
                     "paper_tables": 1, "all": 1}, jobs
 
@@ -253,75 +245,6 @@ def test_killed_training_resumes_from_checkpoint(micro_workflow):
     assert "this run finished before with the same config and code" in log and "train tropd" not in log, log
     assert (run_dir / "metrics.jsonl").read_bytes() == metrics_before and (run_dir / "run.json").exists()
     assert (run_dir / "model" / "model.safetensors").read_bytes() == resumed_weights
-
-
-PLUGIN = '''
-from opdbench.blocks import log_ratio_credit
-from opdbench.method import Method
-from opdbench.registry import register_method
-
-
-@register_method
-class HalfOPD(Method):
-    """OPD with half the credit: a throwaway method for the plugin test."""
-    name = "half_opd"
-    defaults = {"scale": 0.5}
-    schema = {"scale": {"type": "number", "minimum": 0}}
-
-    def loss(self, mb, student, progress):
-        credit = self.hp["scale"] * log_ratio_credit(mb.logT, mb.logOld)
-        pg, stats = self.policy_gradient(mb, student, advantages=credit)
-        return [pg], {"credit": credit, **stats}
-'''
-
-
-def _checkout(root: Path) -> Path:
-    """A copy of the workflow's files (a checkout without git)."""
-    repo = root / "repo"
-    repo.mkdir(parents=True)
-    shutil.copy(REPO / "Snakefile", repo)
-    for folder in ("workflow", "config", "methods", "envs", "profiles", "paper_tables"):
-        shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return repo
-
-
-def test_a_new_method_file_joins_the_dag_and_the_leaderboard(tmp_path):
-    """Adding methods/<name>.py is the whole change: no rule, config key or registry edit.
-    Then: editing a method file reruns its runs and only those; a moved checkout plans nothing."""
-    repo = _checkout(tmp_path / "a")
-    (repo / "methods" / "half_opd.py").write_text(PLUGIN)
-    overlay = repo / "plugin.yaml"
-    overlay.write_text("methods: [opd, half_opd]\nseeds: [0]\n")
-    configs = (MICRO_CONFIG, overlay)
-    dry = run_snakemake(repo, "-n", snakefile=repo / "Snakefile", configfiles=configs)
-    jobs = _planned_jobs(dry.stdout)
-    assert jobs["train"] == 4 and jobs["evaluate"] == 8, jobs  # per task: 2 methods trained; they and 2 base models evaluated
-    assert "results/micro/train/code/half_opd/seed0/run.json" in dry.stdout
-    run_snakemake(repo, snakefile=repo / "Snakefile", configfiles=configs)
-    md = (repo / "results/micro/leaderboard.md").read_text()
-    assert "| half_opd | 1 |" in md and "| opd | 1 |" in md
-    run = json.loads((repo / "results/micro/train/math/half_opd/seed0/run.json").read_text())
-    assert run["run"]["hparams"] == {"scale": 0.5}
-    assert set(run["run"]["code"]) == {"method_file", "training_code"}
-
-    # Moved (or recloned with its results): nothing to do. copytree keeps the files' times.
-    moved = tmp_path / "b" / "deeper" / "repo"
-    shutil.copytree(repo, moved, symlinks=True)
-    shutil.rmtree(tmp_path / "a")
-    configs = (MICRO_CONFIG, moved / "plugin.yaml")
-    dry = run_snakemake(moved, "-n", snakefile=moved / "Snakefile", configfiles=configs)
-    assert "Nothing to be done" in dry.stdout, dry.stdout[-3000:]
-
-    # An edit to the method's file reruns its runs (2 tasks x 1 seed), their evaluations and the tables.
-    method_file = moved / "methods" / "half_opd.py"
-    method_file.write_text(method_file.read_text().replace("half the credit", "half of the credit"))
-    jobs = _planned_jobs(run_snakemake(moved, "-n", snakefile=moved / "Snakefile", configfiles=configs).stdout)
-    assert jobs == {"train": 2, "evaluate": 2, "training_curves": 2, "test_time_scaling": 2, "leaderboard": 1,
-                    "cost": 1, "leaderboard_deltas": 1, "paper_tables": 1, "all": 1}, jobs
-
-    (moved / "methods" / "half_opd_copy.py").write_text(PLUGIN)
-    dup = run_snakemake(moved, "-n", snakefile=moved / "Snakefile", configfiles=configs, check=False)
-    assert dup.returncode != 0 and "registered twice" in dup.stdout + dup.stderr
 
 
 def test_distillation_budget_probe_runs_on_the_workflows_models(micro_workflow):
