@@ -8,7 +8,7 @@
 - ``gpu_slots``: Snakemake counts GPUs but does not say which a job gets. A job that runs on the
   node of the workflow takes ``n`` of the node's GPUs under file locks (one per GPU, released when
   the process ends, killed or not) and sees only those (``CUDA_VISIBLE_DEVICES``), so concurrent
-  jobs never share a GPU. Under a scheduler (a SLURM job) the allocation is the job's own.
+  jobs never share a GPU. A SLURM job of exactly its own GPUs takes them as they are.
 - ``job_cost``: device-hours (GPU-hours, or CPU core-hours on a CPU), generated tokens and
   sequences, recorded by every run and evaluation and summed in ``tables/cost.csv``.
 
@@ -89,7 +89,14 @@ def _try_lock(path: Path):
     except BlockingIOError:
         f.close()
         return None
+    except BaseException:
+        f.close()
+        raise
     return f
+
+
+def _lock_name(gpu: str) -> str:
+    return "gpu" + re.sub(r"[^A-Za-z0-9_.-]", "_", gpu) + ".lock"  # MIG ids hold '/'
 
 
 @contextlib.contextmanager
@@ -97,26 +104,37 @@ def gpu_slots(n: int, slots_dir: str | Path | None = None, wait_s: float = 3600.
               poll_s: float = 1.0) -> Iterator[list[str]]:
     """Take ``n`` GPUs of this node for the body and show only those to it (and to its child
     processes: verl's Ray, vLLM) through ``CUDA_VISIBLE_DEVICES``; yields their ids. No-op for
-    n = 0 and inside a scheduler's allocation (SLURM_JOB_ID set)."""
-    if n <= 0 or os.environ.get("SLURM_JOB_ID"):
-        yield [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g][:n] if n > 0 else []
+    n = 0, and inside a SLURM allocation of exactly this job's GPUs (the plugin submits each job
+    alone); a larger allocation (Snakemake itself run inside one) is shared out under locks."""
+    if n <= 0:
+        yield []
         return
+    job = os.environ.get("SLURM_JOB_ID")
     gpus = node_gpus()
+    if job and len(gpus) <= n:
+        yield gpus
+        return
     if len(gpus) < n:
         raise RuntimeError(f"this job asks for {n} GPUs; this node has {len(gpus)} ({', '.join(gpus) or 'none'}). "
                            f"Set {NODE_GPUS_ENV} or CUDA_VISIBLE_DEVICES to the node's GPU ids, or lower the "
                            "experiment's GPU settings (base.verl)")
-    directory = Path(slots_dir or SLOTS_DIR) / socket.gethostname()
+    # per node, and per allocation where GPU ids are the allocation's own
+    directory = Path(slots_dir or SLOTS_DIR) / (socket.gethostname() + (f"-slurm{job}" if job else ""))
     directory.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:
         held = {}
-        for gpu in gpus:
-            lock = _try_lock(directory / f"gpu{gpu}.lock")
-            if lock is not None:
-                held[gpu] = lock
-                if len(held) == n:
-                    break
+        try:
+            for gpu in gpus:
+                lock = _try_lock(directory / _lock_name(gpu))
+                if lock is not None:
+                    held[gpu] = lock
+                    if len(held) == n:
+                        break
+        except BaseException:
+            for lock in held.values():
+                lock.close()
+            raise
         if len(held) == n:
             break
         for lock in held.values():  # all or none: two jobs never hold part of what each needs

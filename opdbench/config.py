@@ -181,6 +181,9 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
                 message = first_schema_error(TASKS[task].writer_schema, writer, ("task_settings", task, role, "sft", "writer"))
                 if message:
                     raise ConfigError(message)
+    from opdbench.data.hub import hub_datasets, hub_models
+
+    hub_models(config), hub_datasets(config)  # each hub repository at one revision
     if methods_dir is not None:
         from opdbench.registry import load_methods
 

@@ -20,18 +20,30 @@ import types
 
 
 def lazy_import(name: str) -> types.ModuleType:
-    """The module ``name``, executed at its first attribute access (at once if already imported)."""
+    """The module ``name``, executed at its first attribute access (at once if already imported;
+    a stand-in that raises on use if it is not installed)."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:
+        spec = None
+    if spec is None:  # not installed (a login node): planning goes on, a use says so
+        return _Missing(name)
     loader = importlib.util.LazyLoader(spec.loader)
     spec.loader = loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     loader.exec_module(module)
     return module
+
+
+class _Missing(types.ModuleType):
+    """A library that is not installed here: any use raises ModuleNotFoundError naming it."""
+
+    def __getattr__(self, attr):
+        raise ModuleNotFoundError(f"No module named '{self.__name__}' (needed by the jobs, not to plan the DAG: "
+                                  "install the lock, make setup)", name=self.__name__)
 
 
 def loaded(name: str) -> bool:

@@ -74,7 +74,8 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
         fetched = Path(record_of(spec["source"]))
         if spec["source"] in hub_models(config) and fetched.exists():
             commit = json.loads(fetched.read_text())["commit"]
-            write_manifest(out_dir, str(fetched.parent.resolve()),
+            # relative to the working directory, as every results path: a moved checkout still finds it
+            write_manifest(out_dir, str(fetched.parent),
                            **stamp(role=role, source=spec["source"], revision=spec.get("revision"), commit=commit))
         else:
             write_manifest(out_dir, spec["source"], **stamp(role=role, source=spec["source"]))

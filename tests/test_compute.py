@@ -109,17 +109,23 @@ json.dump({"seen": seen, "start": start, "end": end}, open(snakemake.output[0], 
 """
 
 
-def test_two_concurrent_two_gpu_jobs_of_snakemake_get_disjoint_gpus_on_a_four_gpu_node(tmp_path):
+@pytest.mark.parametrize("inside", ["a node", "a SLURM allocation of 4 GPUs"])
+def test_two_concurrent_two_gpu_jobs_of_snakemake_get_disjoint_gpus_on_a_four_gpu_node(tmp_path, inside):
     """A fake 4-GPU node (the node's CUDA_VISIBLE_DEVICES as Snakemake starts), two jobs of 2 GPUs each
-    under --resources gpu=4: Snakemake runs them together; each sees its own two GPUs."""
+    under --resources gpu=4: Snakemake runs them together; each sees its own two GPUs. The same when
+    Snakemake itself runs inside one SLURM allocation of the 4 GPUs (salloc, sbatch)."""
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     (tmp_path / "job.py").write_text(JOB)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
     env.pop("SLURM_JOB_ID", None)
+    env.pop("OPDBENCH_NODE_GPUS", None)
+    if "SLURM" in inside:
+        env["SLURM_JOB_ID"] = "4242"
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     proc = subprocess.run([snakemake, "--cores", "2", "--resources", "gpu=4", "-q"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     a, b = (json.loads((tmp_path / f"out/{i}.json").read_text()) for i in range(2))
     assert a["start"] < b["end"] and b["start"] < a["end"], "the two jobs did not run at the same time"
-    assert {a["seen"], b["seen"]} == {"0,1", "2,3"}
+    seen = [set(job["seen"].split(",")) for job in (a, b)]
+    assert all(len(gpus) == 2 for gpus in seen) and not seen[0] & seen[1] and seen[0] | seen[1] == {"0", "1", "2", "3"}

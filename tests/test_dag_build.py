@@ -124,3 +124,37 @@ def test_each_experiment_file_plans_its_jobs_with_their_gpus_without_the_trainin
     assert {job["gpu"] for job in jobs["model"]} == {"0"}
     hub = {**hub_models(config), **hub_datasets(config)}
     assert len(jobs.get("fetch_hub", [])) == len(hub) and all("gpu" not in job for job in jobs.get("fetch_hub", []))
+
+
+NOT_INSTALLED = ("torch", "verl", "ray", "vllm")
+BLOCKED = f"""
+import sys
+from importlib.abc import MetaPathFinder
+
+class NotInstalled(MetaPathFinder):  # a login node without the training stack
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOT_INSTALLED!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+sys.meta_path.insert(0, NotInstalled())
+from snakemake.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_the_dag_plans_where_the_training_stack_is_not_installed(tmp_path):
+    """Not only unexecuted: absent. With torch, verl, Ray and vLLM unimportable, `snakemake -n`
+    still plans the tiny DAG and a verl experiment. (transformers stays findable: without --sdm the
+    jobs run in this Python, so the start-up check looks the generation backend's library up,
+    without importing it.)"""
+    overlay = tmp_path / "hf.yaml"
+    overlay.write_text("evaluation: {backend: hf}\n")
+    experiment = REPO / "config" / "experiments" / "reopold_math.yaml"
+    config = compose_config(load_yaml(REPO / "config" / "config.yaml"), [load_yaml(experiment), load_yaml(overlay)], {})
+    stand_in_data(tmp_path / "paper", config)
+    for workdir, files in ((tmp_path / "tiny", [REPO / "config" / "config.yaml"]), (tmp_path / "paper", [experiment, overlay])):
+        cmd = [sys.executable, "-c", BLOCKED, "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", "--configfile", *map(str, files)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert re.search(r"^train\s+\d+$", proc.stdout, re.M), proc.stdout[-2000:]

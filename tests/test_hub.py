@@ -109,6 +109,16 @@ def test_a_pinned_commit_the_hub_does_not_return_is_refused(tmp_path):
         fetch_repo("org/model", "model", other, tmp_path / "m", api=FakeApi(), download=fake_download())
 
 
+def test_one_repository_at_two_revisions_is_refused_naming_both():
+    from opdbench.errors import ConfigError
+
+    config = {"tasks": ["math", "code"], "task_settings": {
+        task: {"teacher": {"source": "org/teacher", "revision": rev}, "student": {"source": "tiny"}}
+        for task, rev in (("math", "v1"), ("code", "v2"))}}
+    with pytest.raises(ConfigError, match="org/teacher.*'v1'.*'v2'"):
+        hub_models(config)
+
+
 def test_the_config_names_what_to_fetch():
     config = {"tasks": ["math"], "task_settings": {"math": {
         "teacher": {"source": "org/teacher", "revision": COMMIT}, "student": {"source": "tiny"},
@@ -160,5 +170,5 @@ def test_the_model_rule_points_at_the_fetched_files_and_records_their_commit(tmp
                                                             "student": {"source": "tiny"}}}}
     build_model(config, "math", "teacher", tmp_path, tmp_path, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "model.json").read_text())
-    assert manifest["weights"] == str((tmp_path / "resources/hub/models/org/teacher-7b").resolve())
+    assert manifest["weights"] == "resources/hub/models/org/teacher-7b"  # relative, as every results path
     assert (manifest["source"], manifest["revision"], manifest["commit"]) == ("org/teacher-7b", COMMIT, COMMIT)

@@ -2,6 +2,7 @@
 suite's keys, the checkpoint merge command, the plugin's batch read from verl's micro-batch."""
 import json
 import os
+import socket
 import re
 import subprocess
 from unittest import mock
@@ -204,27 +205,34 @@ def test_a_multi_node_run_makes_one_ray_cluster_of_its_slurm_allocation_before_v
     bin_dir.mkdir()
     fakes = {"srun": FAKE_SRUN,
              "scontrol": '#!/usr/bin/env bash\n[ "$*" = "show hostnames gpu[07-08]" ] && printf "gpu07\\ngpu08\\n"\n',
-             "hostname": '#!/usr/bin/env bash\necho "10.1.2.7 fe80::1"\n',
+             "hostname": '#!/usr/bin/env bash\n[ "$*" = "-I" ] && echo "127.0.0.1 fe80::1"\n',
              "ray": '#!/usr/bin/env bash\necho "ray $*" >> "$LOG"\n',
              "python": '#!/usr/bin/env bash\necho "python $* RAY_ADDRESS=$RAY_ADDRESS" >> "$LOG"\n'}
     for name, text in fakes.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     python = str(bin_dir / "python")
-    prologue = launch.ray_on_slurm(2, 8, python)
+    head = socket.socket()  # the "head" port the script waits for before it starts the workers
+    head.bind(("127.0.0.1", 0))
+    head.listen()
+    port = head.getsockname()[1]
+    prologue = launch.ray_on_slurm(2, 8, python, port=port)
     script = launch.write_launch_script(tmp_path / "launch.sh", [python, "-m", launch.TRAINER_MODULE, "trainer.nnodes=2"],
                                         {"VERL_FILE_LOGGER_PATH": str(tmp_path / "m" / "0.jsonl")}, prologue)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log), "SLURM_JOB_NODELIST": "gpu[07-08]"}
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        head.close()
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text().splitlines()
-    assert "srun gpu07: hostname --ip-address" in calls
-    assert f"srun gpu07: {bin_dir}/ray start --head --node-ip-address=10.1.2.7 --port=6379 --num-gpus=8 --block" in calls
-    assert f"srun gpu08: {bin_dir}/ray start --address=10.1.2.7:6379 --num-gpus=8 --block" in calls
+    assert "srun gpu07: hostname -I" in calls
+    assert f"srun gpu07: {bin_dir}/ray start --head --node-ip-address=127.0.0.1 --port={port} --num-gpus=8 --block" in calls
+    assert f"srun gpu08: {bin_dir}/ray start --address=127.0.0.1:{port} --num-gpus=8 --block" in calls
     waits = [i for i, c in enumerate(calls) if "wait-for-ray-nodes 2" in c]
     trainer = [i for i, c in enumerate(calls) if launch.TRAINER_MODULE in c]
     assert waits and trainer and waits[0] < trainer[0]
-    assert calls[trainer[0]].endswith("trainer.nnodes=2 RAY_ADDRESS=10.1.2.7:6379")
+    assert calls[trainer[0]].endswith(f"trainer.nnodes=2 RAY_ADDRESS=127.0.0.1:{port}")
     # outside an allocation the script says how to run it instead of training on one node
     env.pop("SLURM_JOB_NODELIST")
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)

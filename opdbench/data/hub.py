@@ -133,24 +133,34 @@ def fetch_repo(repo_id: str, repo_type: str = "model", revision: str | None = No
     return record
 
 
+def _one_revision(found: dict[str, str | None], repo: str, revision: str | None, where: str) -> None:
+    """One download per repository: two revisions of it in one experiment is a config error."""
+    if repo in found and found[repo] != revision:
+        from opdbench.errors import ConfigError
+
+        raise ConfigError(f"config key '{where}': {repo} is asked at revision {found[repo]!r} and {revision!r}; "
+                          "one experiment fetches a repository once")
+    found[repo] = revision
+
+
 def hub_models(config: dict[str, Any]) -> dict[str, str | None]:
     """Every hub model of the config's tasks -> its revision (None: the main branch)."""
-    models = {}
+    models: dict[str, str | None] = {}
     for task in config["tasks"]:
         for role in ("teacher", "student"):
             spec = config["task_settings"][task][role]
             if is_hub_id(spec["source"]):
-                models[spec["source"]] = spec.get("revision")
+                _one_revision(models, spec["source"], spec.get("revision"), f"task_settings.{task}.{role}.revision")
     return models
 
 
 def hub_datasets(config: dict[str, Any]) -> dict[str, str | None]:
     """Every hub dataset the config's data files lie in -> its revision (None: the main branch)."""
-    datasets = {}
+    datasets: dict[str, str | None] = {}
     for task in config["tasks"]:
         data = config["task_settings"][task]["data"]
-        for spec in [data["train"], *data["benchmarks"].values()]:
+        for name, spec in [("train", data["train"]), *data["benchmarks"].items()]:
             repo = dataset_of(str(spec.get("path", "")))
             if repo:
-                datasets[repo] = spec.get("revision")
+                _one_revision(datasets, repo, spec.get("revision"), f"task_settings.{task}.data.{name}.revision")
     return datasets

@@ -44,18 +44,19 @@ def cost_rows(runs: Iterable[str | Path], evaluations: Iterable[str | Path], mea
         run = record["run"]
         tag = f"{run['task']}_{run['run_name']}_seed{run['seed']}"
         rows.append({"rule": "train", "task": run["task"], "model": run["run_name"], "seed": run["seed"],
-                     **record["cost"], "max_rss_mb": _benchmark_of(benchmarks, "train", tag).get("max_rss_mb")})
+                     **record.get("cost", {}), "max_rss_mb": _benchmark_of(benchmarks, "train", tag).get("max_rss_mb")})
     for path in evaluations:
         record = json.loads(Path(path).read_text())
         model = f"base/{record['model']}" if record.get("kind") == "reference" else record["model"]
         tag = f"{record['task']}/{model}/seed{record['seed']}"
         rows.append({"rule": "evaluate", "task": record["task"], "model": model, "seed": record["seed"],
-                     **record["cost"], "max_rss_mb": _benchmark_of(benchmarks, "evaluate", tag).get("max_rss_mb")})
-    for job in measured:
-        seconds = benchmarks[f"{job['rule']}/{job['tag']}"]
-        rows.append({"rule": job["rule"], "task": job["task"], "model": job["model"], "seed": None,
-                     **job_cost(seconds["seconds"], job["gpus"], job["threads"], 0, 0),
-                     "max_rss_mb": seconds["max_rss_mb"], "generated_tokens": None, "generated_sequences": None})
+                     **record.get("cost", {}), "max_rss_mb": _benchmark_of(benchmarks, "evaluate", tag).get("max_rss_mb")})
+    for job in measured:  # a job without a benchmark file (made before they existed) has no row
+        seconds = benchmarks.get(f"{job['rule']}/{job['tag']}")
+        if seconds is not None:
+            rows.append({"rule": job["rule"], "task": job["task"], "model": job["model"], "seed": None,
+                         **job_cost(seconds["seconds"], job["gpus"], job["threads"], 0, 0),
+                         "max_rss_mb": seconds["max_rss_mb"], "generated_tokens": None, "generated_sequences": None})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -81,11 +82,16 @@ def train_cost_by_model(runs: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for path in runs:
         record = json.loads(Path(path).read_text())
-        rows.append({"task": record["run"]["task"], "model": record["run"]["run_name"],
-                     "train_device": record["cost"]["device"], "train_device_hours": record["cost"]["device_hours"],
-                     "train_generated_tokens": record["cost"]["generated_tokens"]})
+        cost = record.get("cost")  # absent in a run recorded before costs were
+        if cost:
+            rows.append({"task": record["run"]["task"], "model": record["run"]["run_name"],
+                         "train_device": cost["device"], "train_device_hours": cost["device_hours"],
+                         "train_generated_tokens": cost["generated_tokens"]})
+    columns = ["task", "model", "train_device", "train_device_hours", "train_generated_tokens"]
     if not rows:
-        return pd.DataFrame(columns=["task", "model", "train_device", "train_device_hours", "train_generated_tokens"])
-    df = pd.DataFrame(rows)
-    return df.groupby(["task", "model", "train_device"], as_index=False)[
-        ["train_device_hours", "train_generated_tokens"]].mean()
+        return pd.DataFrame(columns=columns)
+    g = pd.DataFrame(rows).groupby(["task", "model"])
+    # one row per model: seeds trained on different devices are "mixed" (hours not comparable)
+    device = g["train_device"].agg(lambda d: d.iloc[0] if d.nunique() == 1 else "mixed")
+    means = g[["train_device_hours", "train_generated_tokens"]].mean()
+    return means.join(device).reset_index()[columns]

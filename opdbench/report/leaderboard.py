@@ -52,7 +52,7 @@ def _fmt(mean: float, std: float, scale: float = 100.0, signed: bool = False) ->
     return value if pd.isna(std) else f"{value} ± {std * scale:.1f}"
 
 
-DEVICE_HOURS = {"gpu": "GPU-h", "cpu": "core-h"}
+DEVICE_HOURS = {"gpu": "GPU-h", "cpu": "core-h", "mixed": "device-h (seeds on GPUs and CPUs)"}
 
 
 def _cost(hours: float, device: str) -> str:

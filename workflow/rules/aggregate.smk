@@ -22,13 +22,14 @@ rule cost:
     input:
         runs=run_records(config["tasks"]),
         evaluations=[target for task in config["tasks"] for target in eval_targets(task)],
-        benchmarks=[benchmark_file(rule_name, tag) for rule_name, tag in heavy_job_tags()],
     output:
         f"{RESULTS}/tables/cost.csv",
     log:
         f"{RESULTS}/logs/tables/cost.log",
     params:
         measured=jobs_without_records(),
+        # Snakemake's benchmark files (not inputs: results from before they existed stay valid)
+        benchmarks=[benchmark_file(rule_name, tag) for rule_name, tag in heavy_job_tags()],
     localrule: True
     conda:
         ENV

@@ -77,7 +77,8 @@ def next_attempt(run_dir: Path) -> int:
 RAY_PORT = 6379
 
 
-def ray_on_slurm(nnodes: int, gpus_per_node: int, python: str, ray: str | None = None) -> list[str]:
+def ray_on_slurm(nnodes: int, gpus_per_node: int, python: str, ray: str | None = None,
+                 port: int = RAY_PORT) -> list[str]:
     """Shell lines that make one Ray cluster of a SLURM allocation's ``nnodes`` nodes before verl
     starts (verl's trainer then joins it through RAY_ADDRESS instead of starting a local Ray):
     the head on the first node, a worker on every other once the head listens, each with the
@@ -91,15 +92,16 @@ def ray_on_slurm(nnodes: int, gpus_per_node: int, python: str, ray: str | None =
         "fi",
         'mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
         f'if [ "${{#nodes[@]}}" -ne {nnodes} ]; then echo "the allocation has ${{#nodes[@]}} nodes, the run needs {nnodes}" >&2; exit 2; fi',
-        'head_ip=$(srun --nodes=1 --ntasks=1 --overlap -w "${nodes[0]}" hostname --ip-address | awk \'{print $1}\')',
+        # the head's first address (hostname --ip-address can answer 127.0.1.1 on Debian and Ubuntu)
+        'head_ip=$(srun --nodes=1 --ntasks=1 --overlap -w "${nodes[0]}" hostname -I | awk \'{print $1}\')',
         f'srun --nodes=1 --ntasks=1 --overlap -w "${{nodes[0]}}" {ray} start --head --node-ip-address="$head_ip" '
-        f'--port={RAY_PORT} --num-gpus={gpus_per_node} --block &',
-        f'for _ in $(seq 1 120); do (echo > "/dev/tcp/$head_ip/{RAY_PORT}") 2>/dev/null && break; sleep 1; done',
+        f'--port={port} --num-gpus={gpus_per_node} --block &',
+        f'for _ in $(seq 1 120); do timeout 2 bash -c "echo > /dev/tcp/$head_ip/{port}" 2>/dev/null && break; sleep 1; done',
         'for node in "${nodes[@]:1}"; do',
-        f'  srun --nodes=1 --ntasks=1 --overlap -w "$node" {ray} start --address="$head_ip:{RAY_PORT}" '
+        f'  srun --nodes=1 --ntasks=1 --overlap -w "$node" {ray} start --address="$head_ip:{port}" '
         f'--num-gpus={gpus_per_node} --block &',
         "done",
-        f'export RAY_ADDRESS="$head_ip:{RAY_PORT}"',
+        f'export RAY_ADDRESS="$head_ip:{port}"',
         f"{shlex.quote(python)} -m opdbench.train.engines.verl.launch wait-for-ray-nodes {nnodes}",
     ]
 
