@@ -41,8 +41,10 @@ def train_gpus(train: dict[str, Any]) -> tuple[int, int]:
     if train.get("device", "cpu") == "cpu":
         return 0, 1
     if train.get("engine") == "verl":
-        verl = {"nnodes": 1, "student_gpus_per_node": 1, "teacher_gpus_per_node": 1, **(train.get("verl") or {})}
-        return verl["nnodes"] * (verl["student_gpus_per_node"] + verl["teacher_gpus_per_node"]), verl["nnodes"]
+        from opdbench.train.engines.verl.overrides import VerlResources  # no verl import: the run's settings
+
+        verl = VerlResources.from_settings(train.get("verl"))
+        return verl.nnodes * verl.gpus_per_node, verl.nnodes
     return 1, 1  # the local engine: student and teacher on one device
 
 

@@ -17,7 +17,7 @@ from opdbench.config import canonical_hash, evaluation_settings, resolve_run
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
-from opdbench.data.hub import hub_models, is_hub_id, record_of
+from opdbench.data.hub import RECORD, fetched_copy
 from opdbench.data.resources import sha256_of
 from opdbench.tasks import get_task
 from opdbench.tasks.base import read_jsonl
@@ -50,9 +50,8 @@ def build_tokenizer(config: dict[str, Any], task_name: str, data_dir: str | Path
     out_dir = Path(out_dir)
     if settings["student"]["source"] != "tiny":
         source = settings["student"]["source"]
-        fetched = Path(record_of(source))  # a hub model: its fetched files (the rule's input)
         with atomic_dir(out_dir) as tmp:  # the directory is the rule's output: whole or absent
-            load_tokenizer(fetched.parent if is_hub_id(source) and fetched.exists() else source).save_pretrained(tmp)
+            load_tokenizer(fetched_copy(source) or source).save_pretrained(tmp)
         return
     task = load_task(config, task_name)
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
@@ -71,11 +70,11 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     out_dir = Path(out_dir)
     if spec["source"] != "tiny":
         # a hub model: the files its fetch put under resources/hub/ (the rule's input), with their commit
-        fetched = Path(record_of(spec["source"]))
-        if spec["source"] in hub_models(config) and fetched.exists():
-            commit = json.loads(fetched.read_text())["commit"]
+        fetched = fetched_copy(spec["source"])
+        if fetched is not None:
+            commit = json.loads((fetched / RECORD).read_text())["commit"]
             # relative to the working directory, as every results path: a moved checkout still finds it
-            write_manifest(out_dir, str(fetched.parent),
+            write_manifest(out_dir, str(fetched),
                            **stamp(role=role, source=spec["source"], revision=spec.get("revision"), commit=commit))
         else:
             write_manifest(out_dir, spec["source"], **stamp(role=role, source=spec["source"]))

@@ -143,6 +143,13 @@ def _one_revision(found: dict[str, str | None], repo: str, revision: str | None,
     found[repo] = revision
 
 
+def fetched_copy(source: str) -> Path | None:
+    """A hub model's fetched directory under resources/hub/ (its record there), else None: a local
+    path, or a hub id the workflow has not fetched (a caller outside the DAG)."""
+    record = Path(record_of(source))
+    return record.parent if is_hub_id(source) and record.exists() else None
+
+
 def hub_models(config: dict[str, Any]) -> dict[str, str | None]:
     """Every hub model of the config's tasks -> its revision (None: the main branch)."""
     models: dict[str, str | None] = {}

@@ -8,7 +8,7 @@ from opdbench.code_hash import EVALUATION_CODE, package_code_hash
 from opdbench.compute import job_resources
 from opdbench.config import compose_config, evaluation_settings, load_yaml, resolve_run, validate_config
 from opdbench.errors import ConfigError
-from opdbench.data.hub import hub_datasets, hub_models, record_of
+from opdbench.data.hub import hub_datasets, hub_models, is_hub_id, record_of
 from opdbench.data.resources import resources_of
 
 # Snakemake merges each --configfile over config/config.yaml; an experiment file's `replace`
@@ -109,7 +109,7 @@ def model_settings(wildcards):
 def hub_model_record(wildcards, role=None):
     """A hub model's fetch record (the model and tokenizer rules read the fetched files), else nothing."""
     source = config["task_settings"][wildcards.task][role or wildcards.role]["source"]
-    return [record_of(source)] if source in hub_models(config) else []
+    return [record_of(source)] if is_hub_id(source) else []
 
 
 def student_hub_record(wildcards):
@@ -143,13 +143,17 @@ def model_to_evaluate(wildcards):
 # -- what each heavy job asks of the machine (opdbench/compute.py) ----------------------------
 def heavy_job(rule_name):
     """The resources of a heavy rule's jobs (gpu, nodes, mem_mb, runtime), per job: a train job's
-    GPUs follow from its run's resolved engine and device."""
-    def resource(key):
-        def value(wildcards):
+    GPUs follow from its run's resolved engine and device (resolved once per job, not per key)."""
+    per_job = {}
+
+    def of(wildcards):
+        key = tuple(wildcards.items())
+        if key not in per_job:
             train = run_settings(wildcards)["train"] if rule_name == "train" else None
-            return job_resources(config, rule_name, wildcards.task, train)[key]
-        return value
-    return {key: resource(key) for key in ("gpu", "nodes", "mem_mb", "runtime")}
+            per_job[key] = job_resources(config, rule_name, wildcards.task, train)
+        return per_job[key]
+
+    return {key: (lambda wildcards, key=key: of(wildcards)[key]) for key in ("gpu", "nodes", "mem_mb", "runtime")}
 
 
 def benchmark_file(rule_name, tag):
@@ -159,9 +163,8 @@ def benchmark_file(rule_name, tag):
 
 def heavy_job_tags():
     """(rule, tag) of every heavy job of the experiment, as their benchmark files name them."""
-    tags = []
+    tags = [(job["rule"], job["tag"]) for job in jobs_without_records()]
     for task in config["tasks"]:
-        tags += [("model", f"{task}_{role}") for role in ("teacher", "student")] + [("quality_gate", task)]
         tags += [("train", f"{task}_{run}_seed{seed}") for run in RUNS for seed in SEEDS]
         tags += [("evaluate", tag) for tag in eval_tags(task)]
     return tags

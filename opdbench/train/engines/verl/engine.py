@@ -58,8 +58,8 @@ class VerlEngine:
                                    out_dir=self.out_dir, resources=self.resources, needs=type(self.method).needs)
         env = launch.launch_env(self.out_dir, launch.next_attempt(self.out_dir))
         multi_node = self.resources.nnodes > 1
-        prologue = launch.ray_on_slurm(self.resources.nnodes, self.resources.student_gpus_per_node
-                                       + self.resources.teacher_gpus_per_node, self.python) if multi_node else []
+        prologue = launch.ray_on_slurm(self.resources.nnodes, self.resources.gpus_per_node,
+                                       self.python) if multi_node else []
         return launch.write_launch_script(self.out_dir / "launch.sh", launch.launch_command(self.python, overrides, env),
                                           env, prologue)
 

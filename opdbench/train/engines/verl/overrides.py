@@ -47,6 +47,10 @@ class VerlResources:
     teacher_tp: int = 1  # of one teacher replica; the teacher pool holds whole replicas
     gpu_memory_utilization: float = 0.5  # vLLM's share of a GPU, student and teacher
 
+    @property
+    def gpus_per_node(self) -> int:
+        return self.student_gpus_per_node + self.teacher_gpus_per_node
+
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None, where: str = "base.verl") -> "VerlResources":
         settings = dict(settings or {})
