@@ -152,6 +152,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     if message:
         raise ConfigError(message)
 
+    from opdbench.data.catalog import CATALOG
     from opdbench.tasks import TASKS
 
     for task in config["tasks"]:
@@ -165,6 +166,9 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
         # Each task checks its own generator keys, with the same messages as the schema.
         data = settings["data"]
         for split, spec in [("train", data["train"]), *((f"benchmarks.{b}", s) for b, s in data["benchmarks"].items())]:
+            if "from" in spec and spec["from"] not in CATALOG:
+                raise ConfigError(f"config key 'task_settings.{task}.data.{split}.from': "
+                                  f"{unknown_name_error('dataset', spec['from'], CATALOG)}")
             if "generator" in spec:
                 prefix = ("task_settings", task, "data", *split.split("."), "generator")
                 message = first_schema_error(TASKS[task].generator_schema, spec["generator"], prefix)

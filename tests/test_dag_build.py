@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO
 from opdbench.config import compose_config, load_yaml
 from opdbench.data.hub import hub_datasets, hub_models
+from opdbench.data.resources import resources_of
 
 EXPERIMENTS = sorted(p.name for p in (REPO / "config" / "experiments").glob("*.yaml"))
 HEAVY = ("torch", "transformers", "verl", "ray", "vllm")
@@ -124,6 +125,11 @@ def test_each_experiment_file_plans_its_jobs_with_their_gpus_without_the_trainin
     assert {job["gpu"] for job in jobs["model"]} == {"0"}
     hub = {**hub_models(config), **hub_datasets(config)}
     assert len(jobs.get("fetch_hub", [])) == len(hub) and all("gpu" not in job for job in jobs.get("fetch_hub", []))
+    # and each benchmark file of a paper's GitHub repository (opdbench/data/catalog.py), once
+    github = {f for t in config["tasks"] for f in resources_of(config["task_settings"][t]["data"])
+              if not f.startswith("resources/hub/")}
+    assert {f"resources/{job['resource']}" for job in jobs.get("fetch_resource", [])} == github, name
+    assert len(jobs.get("fetch_resource", [])) == len(github)
 
 
 NOT_INSTALLED = ("torch", "verl", "ray", "vllm")

@@ -15,24 +15,24 @@ from opdbench.train.engines.verl.overrides import VerlResources, verl_overrides
 EXPERIMENTS = REPO / "config" / "experiments"
 TINY = load_yaml(REPO / "config" / "config.yaml")
 NOT_PAPER_SETTINGS = {"ablations.yaml"}  # tiny-scale variants, no paper setting
-MMATH = "mmath"
 
 SEED000, SEED004 = "shared/seeds/000 (REOPOLD)", "shared/seeds/004 (TrOPD)"
 G_OPD_SOURCE = "METHODS.md (ExOPD) and the official G-OPD scripts"
 UNI_OPD = "METHODS.md (Uni-OPD) and its official scripts (exps/scripts/OPD)"
-LUFFY = {name: f"resources/luffy/{file}.jsonl" for name, file in [
+# The papers' data by its name in opdbench/data/catalog.py: REOPOLD's from LUFFY (App. D), ExOPD's and
+# Uni-OPD's from G-OPD's scripts.
+LUFFY = {name: f"luffy/{file}" for name, file in [
     ("aime24", "aime24"), ("aime25", "aime25"), ("amc23", "amc23"), ("math500", "math500"), ("minerva", "minerva"),
     ("olympiad", "olympiad_bench")]}
-G_OPD_BENCHMARKS = {"aime24": MMATH, "aime25": MMATH, "hmmt25_feb": "resources/g_opd/hmmt25_feb.jsonl",
-                    "hmmt25_nov": "resources/g_opd/hmmt25_nov.jsonl"}
+G_OPD_BENCHMARKS = {name: f"g_opd/{name}" for name in ("aime24", "aime25", "hmmt25_feb", "hmmt25_nov")}
 # What a paper's settings share: REOPOLD's App. D math (both sizes), G-OPD's scripts (both settings).
 REOPOLD_MATH = dict(
-    engine="verl", methods=["opd", "reopold", "exopd"], train_data="resources/luffy/openr1_math_46k_8192.jsonl",
+    engine="verl", methods=["opd", "reopold", "exopd"], train_data="luffy/openr1_math_46k_8192",
     benchmarks=LUFFY, evaluation=dict(n_samples=32, temperature=0.6, top_p=0.95, max_new_tokens=32768),
     train=dict(prompts_per_step=128, rollouts_per_prompt=8, mini_batch_size=256, max_new_tokens=8192,
                temperature=1.0, lr_schedule="constant"))
 G_OPD = dict(
-    engine="verl", methods=["opd", "exopd"], train_data="resources/g_opd/deepmath_103k_level6.jsonl",
+    engine="verl", methods=["opd", "exopd"], train_data="g_opd/deepmath_103k_level6",
     benchmarks=G_OPD_BENCHMARKS, evaluation=dict(n_samples=32, temperature=1.0, top_p=1.0, max_new_tokens=16384),
     hparams={"exopd": dict(lam=1.25, reference="student")},
     train=dict(prompts_per_step=1024, rollouts_per_prompt=1, mini_batch_size=1024, ppo_epochs=1,
@@ -61,8 +61,8 @@ FILES = {
                    max_new_tokens=8096),
         evaluation=dict(n_samples=32),
         hparams={"tropd": dict(k=64, beta=0.001), "eopd": dict(k=64)},
-        train_data="resources/openthoughts3/math.jsonl",
-        benchmarks={"aime24": MMATH, "aime25": MMATH, "amc23": "resources/luffy/amc23.jsonl"}),
+        train_data="openthoughts3/math",
+        benchmarks={b: LUFFY[b] for b in ("aime24", "aime25", "amc23")}),
     "eopd_math.yaml": dict(
         source="METHODS.md (EOPD) and PUBLISHED_EXTRA.md (EOPD Table 2)", paper_method="eopd",
         engine="local", methods=["opd", "eopd"], teacher="Qwen/Qwen3-8B", student="Qwen/Qwen3-1.7B-Base",
@@ -70,9 +70,8 @@ FILES = {
                    max_new_tokens=4096, temperature=1.0, clip_ratio_low=0.2, loss_agg_mode="token-mean"),
         evaluation=dict(n_samples=8, temperature=1.0, top_p=0.8, max_new_tokens=8192),
         hparams={"eopd": dict(tau=0.8, alpha=1.0, k=16)},
-        train_data="resources/math/train.jsonl",
-        benchmarks={"math500": MMATH, "amc23": LUFFY["amc23"], "minerva": LUFFY["minerva"],
-                    "olympiad": LUFFY["olympiad"], "aime24": MMATH, "aime25": MMATH}),
+        train_data="math/train",
+        benchmarks={b: LUFFY[b] for b in ("math500", "amc23", "minerva", "olympiad", "aime24", "aime25")}),
     "exopd_same_size.yaml": dict(
         G_OPD, source=f"{G_OPD_SOURCE}; PUBLISHED_EXTRA.md (same size)", paper_method="exopd",
         teacher="resources/models/Qwen3-4B-Non-Thinking-RL-Math", student="Qwen/Qwen3-4B",
@@ -102,7 +101,7 @@ def composed(name: str) -> dict:
 
 
 def where_from(spec: dict) -> str:
-    return spec.get("path") or spec["source"]
+    return spec["from"]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name not in NOT_PAPER_SETTINGS))
@@ -131,8 +130,8 @@ def test_the_file_and_each_resolved_run_state_the_papers_numbers(name):
     data = math["data"]
     assert where_from(data["train"]) == want["train_data"]
     assert {b: where_from(spec) for b, spec in data["benchmarks"].items()} == want["benchmarks"]
-    for spec in data["benchmarks"].values():  # mmath holds several benchmarks: each picks its own
-        assert spec.get("source") != MMATH or spec["where"]["data_source"] in ("MATH500", "AIME2024", "AIME2025")
+    for spec in data["benchmarks"].values():  # only the catalog's name: its file and filter are the catalog's
+        assert set(spec) <= {"from", "n_samples"}, spec
     assert {k: config["evaluation"][k] for k in want["evaluation"]} == want["evaluation"]
     assert {k: config["base"][k] for k in want["train"]} == want["train"]
     for method, hparams in want["hparams"].items():

@@ -11,7 +11,7 @@ import pytest
 
 from opdbench.errors import ConfigError
 from opdbench.data import resources
-from opdbench.data.resources import (EVALPLUS_RELEASES, LCB_REVISION, RESOURCE_SHA256, ResourceError, check_sha256, fetch,
+from opdbench.data.resources import (EVALPLUS_RELEASES, GITHUB_FILES, LCB_REVISION, RESOURCE_SHA256, ResourceError, check_sha256, fetch,
                                 livecodebench_files, resource_urls, resources_of)
 
 from conftest import MICRO_CONFIG, run_snakemake
@@ -60,7 +60,11 @@ def test_every_resource_is_pinned_by_a_revision_and_a_sha256():
     assert set(urls) == set(RESOURCE_SHA256)
     assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in RESOURCE_SHA256.values())
     for name, url in urls.items():
-        if name.startswith("livecodebench/"):  # a hub commit, not a branch
+        if name in GITHUB_FILES:  # a commit of the paper's repository, not a branch
+            repo, commit, path = GITHUB_FILES[name]
+            assert re.fullmatch(r"[0-9a-f]{40}", commit)
+            assert url == f"https://raw.githubusercontent.com/{repo}/{commit}/{path}", url
+        elif name.startswith("livecodebench/"):  # a hub commit, not a branch
             assert url.startswith("https://huggingface.co/datasets/livecodebench/code_generation_lite/resolve/"
                                   f"{LCB_REVISION}/test"), url
         else:  # a release tag

@@ -171,21 +171,19 @@ def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_canno
 
 def test_snakemake_plans_the_reopold_math_experiment_on_verl(tmp_path):
     """`snakemake -n --configfile config/experiments/reopold_math.yaml` plans the paper-scale DAG:
-    the two hub models, one verl train job per method (OPD, REOPOLD, ExOPD) and an evaluation per model, with the
-    experiment's own data files (here stand-ins under resources/, as a user would place them)."""
+    the two hub models, one verl train job per method (OPD, REOPOLD, ExOPD) and an evaluation per model, after
+    fetching its data (LUFFY's benchmark file from GitHub, its training set and both models from the hub)."""
     work = tmp_path / "work"
     experiment = load_yaml(REPO / "config" / "experiments" / "reopold_math.yaml")
-    math = experiment["task_settings"]["math"]["data"]
-    for spec in [math["train"], *math["benchmarks"].values()]:
-        path = work / spec["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text('{"problem": "1 + 1 = ?", "answer": "2"}\n')
     overlay = tmp_path / "hf.yaml"  # vLLM is not installed here: the start-up check would stop the dry run
     overlay.write_text("evaluation: {backend: hf}\n")
     proc = run_snakemake(work, "-n", configfiles=(REPO / "config" / "experiments" / "reopold_math.yaml", overlay),
                          timeout=300)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
     assert (counts["train"], counts["model"], counts["evaluate"], counts["make_data"]) == ("3", "2", "5", "1"), counts
+    assert (counts["fetch_resource"], counts["fetch_hub"]) == ("1", "3"), counts
+    assert "resources/luffy/valid.all.parquet" in proc.stdout
+    assert "resources/hub/datasets/Elliott/Openr1-Math-46k-8192/fetched.json" in proc.stdout
     for method in experiment["methods"]:
         assert f"results/reopold_math/train/math/{method}/seed0/run.json" in proc.stdout
 

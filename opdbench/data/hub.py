@@ -163,10 +163,13 @@ def hub_models(config: dict[str, Any]) -> dict[str, str | None]:
 
 def hub_datasets(config: dict[str, Any]) -> dict[str, str | None]:
     """Every hub dataset the config's data files lie in -> its revision (None: the main branch)."""
+    from opdbench.data.catalog import expand
+
     datasets: dict[str, str | None] = {}
     for task in config["tasks"]:
         data = config["task_settings"][task]["data"]
         for name, spec in [("train", data["train"]), *data["benchmarks"].items()]:
+            spec = expand(spec)
             repo = dataset_of(str(spec.get("path", "")))
             if repo:
                 _one_revision(datasets, repo, spec.get("revision"), f"task_settings.{task}.data.{name}.revision")

@@ -4,14 +4,17 @@ hub is reachable (the ``fetch_resource`` rule), or placed there by hand where th
 A config names them by path (``{source: evalplus, path: resources/HumanEvalPlus-v0.1.10.jsonl.gz}``);
 ``make_data`` depends on every ``resources/`` path of its task, so Snakemake fetches what is
 missing first. EvalPlus's release URLs are those evalplus itself downloads, and
-LiveCodeBench's code_generation_lite files from the hub (``release_v6`` = test.jsonl ... test6.jsonl).
-Each file is pinned twice: by a revision in its URL (a release tag, a hub commit) and by its
+LiveCodeBench's code_generation_lite files from the hub (``release_v6`` = test.jsonl ... test6.jsonl),
+the math benchmark files the papers evaluate on from their own GitHub repositories (``GITHUB_FILES``;
+opdbench/data/catalog.py names the benchmarks in them). Each file is pinned twice: by a revision in
+its URL (a release tag, a commit) and by its
 sha256, checked after every download (a tag or a hub file can be replaced under the same name).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,9 +31,26 @@ EVALPLUS_URL = "https://github.com/evalplus/{lower}_release/releases/download/{v
 LCB_REVISION = "0fe84c3912ea0c4d4a78037083943e8f0c4dd505"
 LCB_URL = f"https://huggingface.co/datasets/livecodebench/code_generation_lite/resolve/{LCB_REVISION}/{{}}"
 LCB_RELEASES = {"release_v1": 1, "release_v2": 2, "release_v3": 3, "release_v4": 4, "release_v5": 5, "release_v6": 6}
-# Not computed here (no network): the EvalPlus assets' sha256 and the hub's LFS sha256 at
-# LCB_REVISION as recorded, identically, by several public projects that pin these files.
+# Benchmark files kept in the papers' own GitHub repositories: resources/<name> -> (repository,
+# commit, path in it). LUFFY's evaluation data is REOPOLD's (App. D); G-OPD's, ExOPD's and
+# Uni-OPD's (their scripts' data/).
+GITHUB_FILES = {
+    "luffy/valid.all.parquet": ("ElliottYan/LUFFY", "01f4ae066249e6965ce0d5512ccdf99a12895c74", "data/valid.all.parquet"),
+    "luffy/valid.gpqa.parquet": ("ElliottYan/LUFFY", "01f4ae066249e6965ce0d5512ccdf99a12895c74", "data/valid.gpqa.parquet"),
+    **{f"g_opd/{name}.jsonl": ("RUCBM/G-OPD", "37371a4c31ad7947746200d234161769191f4748", f"data/{name}/test.jsonl")
+       for name in ("aime24", "aime25", "hmmt25_feb", "hmmt25_nov")},
+}
+GITHUB_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+# The EvalPlus assets' and the hub's LFS sha256 at LCB_REVISION: not computed here (no network), as
+# recorded, identically, by several public projects that pin these files. The GitHub files': computed
+# from the files at those commits (a mirror of each repository, 2026-12-02).
 RESOURCE_SHA256 = {
+    "luffy/valid.all.parquet": "92503399b914212d2e3d85839882bc1376a0111652fec0dcb722e86307e97617",
+    "luffy/valid.gpqa.parquet": "55bde3943eeb6906d6d569d0ab882638c2f395a716ab5fa1fa20a186e722e58b",
+    "g_opd/aime24.jsonl": "1c1004689dbaec0bd43b71f7083cabffefc27716783e19235947dc355031a95c",
+    "g_opd/aime25.jsonl": "b4e273c02d3e7fe1b74b59eae768fc8230bfb0f79539890cb56f4361caac0331",
+    "g_opd/hmmt25_feb.jsonl": "86825dc3a44cf9fd5fd62c5d6a4ab4afeb8feba1ae47ded20eea5663ec733524",
+    "g_opd/hmmt25_nov.jsonl": "7bd6f3f15b689d36a458556fd7daef6f7257022be15f9cf42e2dff9ffb51ddd6",
     "HumanEvalPlus-v0.1.10.jsonl.gz": "272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101",
     "MbppPlus-v0.2.0.jsonl.gz": "af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63",
     "livecodebench/test.jsonl": "2bd02b38beb48e8c46b5b9987095d999ff38cd8efc255ea5d58974317c48f63f",
@@ -52,6 +72,8 @@ def resource_urls() -> dict[str, str]:
             for name, version in EVALPLUS_RELEASES.items()}
     for file in livecodebench_files(max(LCB_RELEASES, key=LCB_RELEASES.get)):
         urls[file] = LCB_URL.format(file.removeprefix("livecodebench/"))
+    for name, (repo, commit, path) in GITHUB_FILES.items():
+        urls[name] = GITHUB_URL.format(repo=repo, commit=commit, path=path)
     return urls
 
 
@@ -62,12 +84,18 @@ def livecodebench_files(version: str = "release_v6") -> list[str]:
     return [f"livecodebench/{'test.jsonl' if i == 1 else f'test{i}.jsonl'}" for i in range(1, LCB_RELEASES[version] + 1)]
 
 
+def resource_pattern() -> str:
+    """The regular expression of every fetchable resource name (the fetch rule's wildcard)."""
+    return "|".join(re.escape(name) for name in resource_urls())
+
+
 def resources_of(data_settings: dict[str, Any]) -> list[str]:
     """The resources/ files a task's data settings read (its train split and benchmarks), a hub
     dataset's by the record of its fetch: what ``make_data`` waits for."""
+    from opdbench.data.catalog import expand
     from opdbench.data.hub import dataset_of, record_of
 
-    specs = [data_settings["train"], *data_settings["benchmarks"].values()]
+    specs = [expand(spec) for spec in [data_settings["train"], *data_settings["benchmarks"].values()]]
     files: list[str] = []
     for spec in specs:
         path = str(spec.get("path", ""))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from opdbench.atomic import atomic_open
+from opdbench.data.catalog import expand
 from opdbench.errors import ConfigError, unknown_name_error
 
 
@@ -47,7 +48,7 @@ class Task:
         """The rows of one split: generated at tiny scale (distinct problems, none of whose
         ``problem`` texts is in ``exclude``), or loaded from the split's source."""
         if "generator" not in spec:
-            return self.load_source(spec)
+            return self.load_source(expand(spec))
         g = spec["generator"]
         lo, hi = g[self.length_key]
         return distinct_problems(rng, spec["size"], lambda r: self.generate(r, r.randint(lo, hi), g), exclude,

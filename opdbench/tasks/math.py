@@ -114,7 +114,9 @@ class MathTask(Task):
             pred = parse(response)
             if not pred:
                 return Score(False, None)
-            gold = parse(f"${problem['answer']}$")
+            # Some datasets' answers carry stray math delimiters or a full stop (LUFFY's Minerva and
+            # OlympiadBench rows): they would break the $...$ the gold is parsed in.
+            gold = parse(f"${problem['answer'].replace('$', '').strip().rstrip('.')}$")
             return Score(bool(verify(gold, pred)), str(pred[-1]))
         except Exception:  # a pathological answer is scored wrong, never a crash
             return Score(False, None)

@@ -9,7 +9,7 @@ from opdbench.compute import job_resources
 from opdbench.config import compose_config, evaluation_settings, load_yaml, resolve_run, validate_config
 from opdbench.errors import ConfigError
 from opdbench.data.hub import hub_datasets, hub_models, is_hub_id, record_of
-from opdbench.data.resources import resources_of
+from opdbench.data.resources import resource_pattern, resources_of
 
 # Snakemake merges each --configfile over config/config.yaml; an experiment file's `replace`
 # paths (its task data, models, evaluation) are instead taken as the file writes them.

@@ -1,5 +1,5 @@
 rule fetch_resource:
-    """A paper-scale benchmark file (HumanEval+, MBPP+, LiveCodeBench) into resources/, where
+    """A paper-scale benchmark file (HumanEval+, MBPP+, LiveCodeBench, the papers' math benchmarks) into resources/, where
     GitHub or the hub is reachable, at a pinned revision and checked against its pinned sha256
     (opdbench.data.resources); elsewhere the error says where to place it by hand."""
     output:
@@ -7,7 +7,7 @@ rule fetch_resource:
     log:
         "resources/logs/{resource}.log",
     wildcard_constraints:
-        resource=r"(HumanEvalPlus|MbppPlus)-v[\d.]+\.jsonl\.gz|livecodebench/test\d*\.jsonl",
+        resource=resource_pattern(),
     retries: 2
     localrule: True
     conda:
