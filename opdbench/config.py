@@ -152,26 +152,39 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     if message:
         raise ConfigError(message)
 
-    from opdbench.data.catalog import CATALOG
+    from opdbench.data.catalog import CATALOG, data_sources
     from opdbench.tasks import TASKS
 
     for task in config["tasks"]:
-        if task not in TASKS:
+        if task not in TASKS and task not in config["task_settings"]:
             raise unknown_name_error("task", task, TASKS)
         if task not in config["task_settings"]:
             raise ConfigError(f"task '{task}' has no entry under 'task_settings'")
     for task, settings in config["task_settings"].items():
-        if task not in TASKS:
-            raise ConfigError(f"task_settings: {unknown_name_error('task', task, TASKS)}")
-        # Each task checks its own generator keys, with the same messages as the schema.
+        kind = task_type(config, task)
+        if kind not in TASKS:
+            where = f"config key 'task_settings.{task}.task'" if "task" in settings else "task_settings"
+            raise ConfigError(f"{where}: {unknown_name_error('task', kind, TASKS)}")
         data = settings["data"]
-        for split, spec in [("train", data["train"]), *((f"benchmarks.{b}", s) for b, s in data["benchmarks"].items())]:
+        if isinstance(data["train"], list) and kind != "mixed":
+            raise ConfigError(f"config key 'task_settings.{task}.data.train': a list of sources needs `task: mixed` "
+                              f"(one training set of several tasks' prompts)")
+        for split, spec in data_sources(data):
+            key = f"task_settings.{task}.data.{split}"
             if "from" in spec and spec["from"] not in CATALOG:
-                raise ConfigError(f"config key 'task_settings.{task}.data.{split}.from': "
-                                  f"{unknown_name_error('dataset', spec['from'], CATALOG)}")
+                raise ConfigError(f"config key '{key}.from': {unknown_name_error('dataset', spec['from'], CATALOG)}")
+            # A mixed task's sources each name the task that formats and scores them; others may repeat their own.
+            source_kind = spec.get("task", None if kind == "mixed" else kind)
+            if source_kind is None:
+                raise ConfigError(f"config key '{key}' needs 'task': the task of these rows (one of "
+                                  f"{', '.join(sorted(t for t in TASKS if t != 'mixed'))})")
+            if source_kind not in TASKS or source_kind == "mixed" or (kind != "mixed" and source_kind != kind):
+                valid = sorted(t for t in TASKS if t != "mixed") if kind == "mixed" else [kind]
+                raise ConfigError(f"config key '{key}.task': '{source_kind}' is not valid here; valid: {', '.join(valid)}")
+            # Each task checks its own generator keys, with the same messages as the schema.
             if "generator" in spec:
                 prefix = ("task_settings", task, "data", *split.split("."), "generator")
-                message = first_schema_error(TASKS[task].generator_schema, spec["generator"], prefix)
+                message = first_schema_error(TASKS[source_kind].generator_schema, spec["generator"], prefix)
                 if message:
                     raise ConfigError(message)
         gate = settings.get("gate")
@@ -182,7 +195,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
             check_model_source(settings[role]["source"], ("task_settings", task, role, "source"))
             writer = settings[role].get("sft", {}).get("writer")
             if writer is not None:
-                message = first_schema_error(TASKS[task].writer_schema, writer, ("task_settings", task, role, "sft", "writer"))
+                message = first_schema_error(TASKS[kind].writer_schema, writer, ("task_settings", task, role, "sft", "writer"))
                 if message:
                     raise ConfigError(message)
     from opdbench.data.hub import hub_datasets, hub_models
@@ -243,6 +256,11 @@ def check_engines(config: dict[str, Any], methods: dict[str, type]) -> None:
         cls = methods[config["variants"][name]["method"] if name in config["variants"] else name]
         runs.append((name, cls, run_engine(config, cls)))
     check_capabilities(runs)
+
+
+def task_type(config: dict[str, Any], task: str) -> str:
+    """The registered task a ``task_settings`` entry is (its ``task`` key; default its own name)."""
+    return config["task_settings"][task].get("task", task)
 
 
 def evaluation_settings(config: dict[str, Any], task: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from opdbench.lazy import torch
 
 from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.compute import job_cost, rule_gpus, train_gpus
-from opdbench.config import canonical_hash, evaluation_settings, resolve_run
+from opdbench.config import canonical_hash, evaluation_settings, resolve_run, task_type
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
@@ -27,7 +27,7 @@ def load_task(config: dict[str, Any], task_name: str):
     """The task with its data settings and, where the task runs code, its sandbox limits."""
     settings = config["task_settings"][task_name]
     extra = {"sandbox": settings["sandbox"]} if "sandbox" in settings else {}
-    return get_task(task_name, {**settings["data"], **extra})
+    return get_task(task_type(config, task_name), {**settings["data"], **extra})
 
 
 def dataset_hash(data_dir: str | Path) -> str:

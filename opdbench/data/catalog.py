@@ -46,6 +46,11 @@ CATALOG: dict[str, dict[str, Any]] = {
     # TrOPD Sec. 5.1: OpenThoughts3's math prompts; the dataset keeps no reference answer.
     "openthoughts3/math": {"path": f"{HUB}/open-thoughts/OpenThoughts3-1.2M/**/*.parquet",
                            "problem_key": "conversations.0.value", "answer_key": None, "where": {"domain": "math"}},
+    # TrOPD Sec. 5.1, multi-domain: OpenThoughts3's code and science prompts (a mixed task's code and math rows).
+    "openthoughts3/code": {"path": f"{HUB}/open-thoughts/OpenThoughts3-1.2M/**/*.parquet",
+                           "problem_key": "conversations.0.value", "answer_key": None, "where": {"domain": "code"}},
+    "openthoughts3/science": {"path": f"{HUB}/open-thoughts/OpenThoughts3-1.2M/**/*.parquet",
+                              "problem_key": "conversations.0.value", "answer_key": None, "where": {"domain": "science"}},
     # EOPD: the MATH training split (7,500 problems; MATH-500 is drawn from its test split); the
     # answer is the last \boxed{} of the reference solution.
     "math/train": {"path": f"{HUB}/EleutherAI/hendrycks_math/*/train-*.parquet", "problem_key": "problem",
@@ -65,3 +70,16 @@ def expand(spec: dict[str, Any]) -> dict[str, Any]:
     if name not in CATALOG:
         raise ConfigError(f"data 'from': {unknown_name_error('dataset', name, CATALOG)}")
     return {**CATALOG[name], **{k: v for k, v in spec.items() if k != "from"}}
+
+
+def split_list(spec: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A split's sources: a mixed task's train split is a list of them (opdbench/tasks/mixed.py)."""
+    return spec if isinstance(spec, list) else [spec]
+
+
+def data_sources(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every source of a task's data settings with its key under ``data``: ``train`` (``train.<i>`` in
+    a list), ``benchmarks.<name>``."""
+    train = data["train"]
+    keys = [f"train.{i}" for i in range(len(train))] if isinstance(train, list) else ["train"]
+    return [*zip(keys, split_list(train)), *((f"benchmarks.{b}", s) for b, s in data["benchmarks"].items())]

@@ -163,12 +163,11 @@ def hub_models(config: dict[str, Any]) -> dict[str, str | None]:
 
 def hub_datasets(config: dict[str, Any]) -> dict[str, str | None]:
     """Every hub dataset the config's data files lie in -> its revision (None: the main branch)."""
-    from opdbench.data.catalog import expand
+    from opdbench.data.catalog import data_sources, expand
 
     datasets: dict[str, str | None] = {}
     for task in config["tasks"]:
-        data = config["task_settings"][task]["data"]
-        for name, spec in [("train", data["train"]), *data["benchmarks"].items()]:
+        for name, spec in data_sources(config["task_settings"][task]["data"]):
             spec = expand(spec)
             repo = dataset_of(str(spec.get("path", "")))
             if repo:

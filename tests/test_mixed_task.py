@@ -1,0 +1,129 @@
+"""A task made of tasks (multi-domain distillation, opdbench/tasks/mixed.py): one training set of
+math and code prompts, benchmarks of both, every row formatted and scored by its own domain's task;
+config errors for mixed sources; the micro DAG trains and evaluates a mixed task end to end."""
+import json
+import random
+
+import pytest
+
+from opdbench.config import compose_config, load_yaml, validate_config
+from opdbench.errors import ConfigError
+from opdbench.tasks import get_task
+from opdbench.tasks.code import generate_problem as code_problem
+from opdbench.train.engines.verl.data import problem_of, verl_rows
+from opdbench.train.engines.verl.reward import compute_score
+
+from conftest import MICRO_CONFIG, REPO, run_snakemake
+
+MATH_GEN = {"steps": [1, 2], "max_value": 20, "max_operand": 5}
+CODE_GEN = {"stages": [1, 2], "tests": 4}
+MIXED = {"seed": 0,
+         "train": [{"generator": MATH_GEN, "size": 30, "task": "math"}, {"generator": CODE_GEN, "size": 20, "task": "code"}],
+         "benchmarks": {"math_id": {"generator": MATH_GEN, "size": 6, "task": "math"},
+                        "code_id": {"generator": CODE_GEN, "size": 5, "task": "code"}},
+         "sandbox": {"time_limit_s": 2.0, "memory_mb": 512, "workers": 2}}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixed")
+    task = get_task("mixed", MIXED)
+    manifest = task.write_data(out, seed=0)
+    rows = {split: [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+            for split in ("train", "eval")}
+    return task, manifest, rows
+
+
+def test_one_training_set_of_both_domains_each_row_its_domains_prompt(written):
+    task, manifest, rows = written
+    assert manifest["sizes"] == {"train": 50, "math_id": 6, "code_id": 5}
+    domains = [r["domain"] for r in rows["train"]]
+    assert domains.count("math") == 30 and domains.count("code") == 20
+    assert {r["domain"] for r in rows["eval"] if r["benchmark"] == "code_id"} == {"code"}
+    assert len({r["problem"] for r in rows["train"] + rows["eval"]}) == 61  # no benchmark problem is trained on
+    math_row = next(r for r in rows["train"] if r["domain"] == "math")
+    code_row = next(r for r in rows["train"] if r["domain"] == "code")
+    assert task.messages(math_row) == get_task("math", {}).messages(math_row)
+    assert task.messages(code_row) == get_task("code", {}).messages(code_row)
+    assert task.messages(math_row) != task.messages({**math_row, "domain": "code"})
+
+
+def test_each_row_is_scored_by_its_domains_verifier(written):
+    task, _, rows = written
+    math_row = next(r for r in rows["eval"] if r["domain"] == "math")
+    code_row = next(r for r in rows["eval"] if r["domain"] == "code")
+    gold_math = f"So the answer is $\\boxed{{{math_row['answer']}}}$."
+    gold_code = f"```python\n{code_row['reference']}\n```"
+    scores = task.score_many([gold_math, gold_code, gold_code, "So the answer is $\\boxed{-1}$."],
+                             [math_row, code_row, math_row, math_row])
+    assert [s.correct for s in scores] == [True, True, False, False]
+    assert set(task.scoring_report()) == {"code"}  # the code checker's report, under its domain
+    assert task.for_problem(code_row).same_answer(" x ", "x") and not task.for_problem(math_row).same_answer("1", "2")
+    # verl: the domain is the row's data_source, and the reward function scores it with that task
+    verl = verl_rows(task, [math_row, code_row])
+    assert [r["data_source"] for r in verl] == ["math", "code"]
+    assert problem_of(verl[1]["reward_model"]["ground_truth"]) == code_row
+    assert compute_score("code", gold_code, verl[1]["reward_model"]["ground_truth"]) == 1.0
+    assert compute_score("math", gold_math, verl[0]["reward_model"]["ground_truth"]) == 1.0
+
+
+def test_prompts_without_tests_train_and_score_wrong(tmp_path):
+    """OpenThoughts3's code prompts carry no tests: they load as prompts and score wrong, never crash."""
+    path = tmp_path / "code.jsonl"
+    path.write_text(json.dumps({"problem": "Write a function f that returns 1."}) + "\n")
+    task = get_task("code", {"sandbox": {"workers": 1}})
+    rows = task.load_source({"path": str(path), "answer_key": None})
+    assert rows == [{"task_id": "prompt/0", "problem": "Write a function f that returns 1.", "reference": None,
+                     "entry_point": None, "tests": None}]
+    tested = code_problem(random.Random(0), 1, 4, 6, 20)
+    scores = task.score_many(["```python\ndef f():\n    return 1\n```", f"```python\n{tested['reference']}\n```"],
+                             [rows[0], tested])
+    assert [s.correct for s in scores] == [False, True]
+
+
+def mixed_config(data_overrides: dict) -> dict:
+    tiny = load_yaml(REPO / "config" / "config.yaml")
+    math = tiny["task_settings"]["math"]
+    settings = {"task": "mixed", "data": {**MIXED, **data_overrides}, "teacher": math["teacher"], "student": math["student"]}
+    settings["data"].pop("sandbox")
+    return compose_config(tiny, [{"tasks": ["both"], "task_settings": {"both": settings}}])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train": {"generator": MATH_GEN, "size": 30}}, r"task_settings\.both\.data\.train' needs 'task'"),
+    ({"benchmarks": {"b": {"generator": MATH_GEN, "size": 3, "task": "mixed"}}}, r"benchmarks\.b\.task'.*valid: code, math"),
+    ({"benchmarks": {"b": {"generator": CODE_GEN, "size": 3, "task": "math"}}}, r"benchmarks\.b\.generator.*stages"),
+])
+def test_a_mixed_tasks_sources_must_name_their_task(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(mixed_config(overrides), jobs_run_here=False)
+
+
+def test_a_list_of_training_sources_needs_a_mixed_task():
+    config = compose_config(load_yaml(REPO / "config" / "config.yaml"),
+                            [{"task_settings": {"math": {"data": {"train": [{"generator": MATH_GEN, "size": 3}]}}}}])
+    with pytest.raises(ConfigError, match=r"task_settings\.math\.data\.train'.*task: mixed"):
+        validate_config(config, jobs_run_here=False)
+    validate_config(mixed_config({}), jobs_run_here=False)  # the well-formed one passes
+
+
+@pytest.mark.slow
+def test_the_micro_dag_distils_and_evaluates_a_mixed_task(tmp_path):
+    micro = load_yaml(MICRO_CONFIG)["task_settings"]
+    both = {**micro["math"], "task": "mixed", "sandbox": micro["code"]["sandbox"], "evaluation": micro["code"]["evaluation"],
+            "data": {"seed": 0,
+                     "train": [{**micro["math"]["data"]["train"], "task": "math", "size": 120},
+                               {**micro["code"]["data"]["train"], "task": "code", "size": 120}],
+                     "benchmarks": {"math_id": {**micro["math"]["data"]["benchmarks"]["math_id"], "task": "math"},
+                                    "code_id": {**micro["code"]["data"]["benchmarks"]["code_id"], "task": "code"}}}}
+    overlay = tmp_path / "mixed.yaml"
+    overlay.write_text(json.dumps({"tasks": ["both"], "methods": ["opd"], "seeds": [0], "task_settings": {"both": both}}))
+    run_snakemake(tmp_path, "--cores", "2", configfiles=(MICRO_CONFIG, overlay), timeout=1200)
+    results = tmp_path / "results" / "micro"
+    metrics = json.loads((results / "eval" / "both" / "opd" / "seed0" / "metrics.json").read_text())
+    assert set(metrics["benchmarks"]) == {"math_id", "code_id"}
+    samples = [json.loads(line) for line in (results / "eval" / "both" / "opd" / "seed0" / "samples.jsonl").read_text().splitlines()]
+    assert {(s["benchmark"], s["domain"]) for s in samples} == {("math_id", "math"), ("code_id", "code")}
+    assert set(metrics["scoring"]) == {"code"}  # the code checker ran on the code benchmark's samples
+    board = (results / "leaderboard.md").read_text()
+    assert "## both" in board and "math_id Avg@2" in board and "code_id Avg@2" in board
