@@ -152,7 +152,7 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
     if message:
         raise ConfigError(message)
 
-    from opdbench.data.catalog import CATALOG, data_sources
+    from opdbench.data.catalog import CATALOG, data_sources, split_list
     from opdbench.tasks import TASKS
 
     for task in config["tasks"]:
@@ -166,6 +166,9 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
             where = f"config key 'task_settings.{task}.task'" if "task" in settings else "task_settings"
             raise ConfigError(f"{where}: {unknown_name_error('task', kind, TASKS)}")
         data = settings["data"]
+        if any("n_samples" in spec for spec in split_list(data["train"])):
+            raise ConfigError(f"config key 'task_settings.{task}.data.train.n_samples': samples per problem are a "
+                              "benchmark's (task_settings.<task>.data.benchmarks.<name>.n_samples), not the train split's")
         if isinstance(data["train"], list) and kind != "mixed":
             raise ConfigError(f"config key 'task_settings.{task}.data.train': a list of sources needs `task: mixed` "
                               f"(one training set of several tasks' prompts)")
@@ -265,8 +268,40 @@ def task_type(config: dict[str, Any], task: str) -> str:
 
 def evaluation_settings(config: dict[str, Any], task: str) -> dict[str, Any]:
     """The shared ``evaluation`` block with the task's own overrides (``task_settings.<task>.evaluation``:
-    e.g. N = 4 samples for code, the papers' protocol), and the generation backend (default hf)."""
-    return {"backend": DEFAULT_BACKEND, **config["evaluation"], **config["task_settings"].get(task, {}).get("evaluation", {})}
+    e.g. N = 4 samples for code, the papers' protocol), and the generation backend (default hf).
+    ``samples_per_benchmark`` (``benchmark_samples``) only where a benchmark's N differs from
+    ``n_samples``: a config with one N per task resolves as before."""
+    settings = {"backend": DEFAULT_BACKEND, **config["evaluation"],
+                **config["task_settings"].get(task, {}).get("evaluation", {})}
+    per_benchmark = benchmark_samples(config, task, settings["n_samples"])
+    if any(n != settings["n_samples"] for n in per_benchmark.values()):
+        settings["samples_per_benchmark"] = per_benchmark
+    return settings
+
+
+def benchmark_samples(config: dict[str, Any], task: str, default: int | None = None) -> dict[str, int]:
+    """Every benchmark of the task -> its samples per problem in evaluation: the benchmark's own
+    ``n_samples`` (``task_settings.<task>.data.benchmarks.<name>.n_samples``, e.g. Avg@32 on AIME
+    beside Pass@1 on MATH-500), else the task's ``evaluation.n_samples`` (``default``, when given)."""
+    if default is None:
+        default = evaluation_settings(config, task)["n_samples"]
+    benchmarks = config["task_settings"].get(task, {}).get("data", {}).get("benchmarks", {})
+    return {b: spec.get("n_samples", default) for b, spec in benchmarks.items()}
+
+
+# A benchmark's keys that are the evaluation's, not its data's: they leave the data (its files,
+# the data manifest's config hash and the data rule's params) as they were.
+EVALUATION_KEYS = ("n_samples",)
+
+
+def data_settings(config: dict[str, Any], task: str) -> dict[str, Any]:
+    """The task's ``data`` block as its data is built from: without the benchmarks' evaluation
+    keys (``EVALUATION_KEYS``), so setting a benchmark's N does not rebuild or re-hash its data."""
+    data = config["task_settings"][task]["data"]
+    if not any(k in spec for spec in data["benchmarks"].values() for k in EVALUATION_KEYS):
+        return data
+    return {**data, "benchmarks": {b: {k: v for k, v in spec.items() if k not in EVALUATION_KEYS}
+                                   for b, spec in data["benchmarks"].items()}}
 
 
 def canonical_hash(obj: Any) -> str:

@@ -13,7 +13,7 @@ from opdbench.lazy import torch
 
 from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.compute import job_cost, rule_gpus, train_gpus
-from opdbench.config import canonical_hash, evaluation_settings, resolve_run, task_type
+from opdbench.config import canonical_hash, data_settings, evaluation_settings, resolve_run, task_type
 from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
                              write_manifest)
 from opdbench.provenance import stamp, write_json
@@ -27,7 +27,7 @@ def load_task(config: dict[str, Any], task_name: str):
     """The task with its data settings and, where the task runs code, its sandbox limits."""
     settings = config["task_settings"][task_name]
     extra = {"sandbox": settings["sandbox"]} if "sandbox" in settings else {}
-    return get_task(task_type(config, task_name), {**settings["data"], **extra})
+    return get_task(task_type(config, task_name), {**data_settings(config, task_name), **extra})
 
 
 def dataset_hash(data_dir: str | Path) -> str:
@@ -38,7 +38,7 @@ def dataset_hash(data_dir: str | Path) -> str:
 # -- data ------------------------------------------------------------------------------
 def make_data(config: dict[str, Any], task_name: str, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
-    settings = config["task_settings"][task_name]["data"]
+    settings = data_settings(config, task_name)
     manifest = load_task(config, task_name).write_data(out_dir, settings["seed"])
     write_json(out_dir / "manifest.json", stamp(**manifest, config_hash=canonical_hash(settings)))
 
@@ -194,6 +194,7 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
              benchmarks: list[str] | None = None) -> None:
     """``benchmarks``: only these of the task's benchmarks (default: all)."""
     from opdbench.evaluate.evaluation import generate_and_score, summarize
+    from opdbench.evaluate.metrics import samples_of
 
     torch.set_num_threads(threads)
     # Seed k of every model (base or trained) samples with the same evaluation seed.
@@ -210,7 +211,7 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
         for r in rows:
             f.write(json.dumps(r) + "\n")
     manifest = json.loads((Path(model) / "model.json").read_text())
-    summary, scaling = summarize(rows, task, cfg["n_samples"])
+    summary, scaling = summarize(rows, task, lambda bench: samples_of(cfg, bench))
     seconds = time.time() - t0
     write_json(metrics_path, stamp(
         **label, task=task_name, benchmarks=summary, test_time_scaling=scaling, generation=generation,

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opdbench.data.resources import sha256_of  # noqa: E402
+from opdbench.evaluate.metrics import evaluated_samples  # noqa: E402
 from opdbench.models.robustness import sampling_se  # noqa: E402
 
 
@@ -80,8 +81,8 @@ def main() -> None:
             for seed_dir in seed_dirs:
                 rel = seed_dir.relative_to(a)
                 ma, mb = (json.loads((root / rel / "metrics.json").read_text()) for root in (a, b))
-                n = ma["decoding"]["n_samples"]
                 for bench in sorted(ma["benchmarks"]):
+                    n = evaluated_samples(ma, bench)
                     print(row(f"{role} {seed_dir.name} {bench} Avg@{n}", f"{100 * ma['benchmarks'][bench][f'avg@{n}']:.1f}",
                               f"{100 * mb['benchmarks'][bench][f'avg@{n}']:.1f}"))
                 sa, sb = samples(a / rel / "samples.jsonl"), samples(b / rel / "samples.jsonl")
@@ -92,7 +93,7 @@ def main() -> None:
                 checks = [(m.get("scoring") or {}).get("checks") for m in (ma, mb)]
                 if any(checks):
                     print(row(f"{role} {seed_dir.name} checks", *checks))
-                means.append({bench: [100 * m["benchmarks"][bench][f"avg@{n}"] for m in (ma, mb)]
+                means.append({bench: [100 * m["benchmarks"][bench][f"avg@{evaluated_samples(m, bench)}"] for m in (ma, mb)]
                               for bench in ma["benchmarks"]})
             if means:
                 rels = [d.relative_to(a) / "samples.jsonl" for d in seed_dirs]

@@ -12,7 +12,7 @@ Each is the expectation over a uniformly random k-subset of the n samples:
 from __future__ import annotations
 
 from math import comb
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -120,6 +120,18 @@ def scaling_ks(n: int) -> list[int]:
     """The sample budgets of a test-time scaling curve: 1, 2, 4, ... up to n, and n."""
     ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
     return ks if ks[-1] == n else ks + [n]
+
+
+def samples_of(decoding: dict[str, Any], benchmark: str) -> int:
+    """A benchmark's samples per problem under an evaluation's decoding settings: its own N
+    (``samples_per_benchmark``, set only where the benchmarks' N differ), else ``n_samples``."""
+    return decoding.get("samples_per_benchmark", {}).get(benchmark, decoding["n_samples"])
+
+
+def evaluated_samples(metrics: dict[str, Any], benchmark: str) -> int:
+    """The N a metrics file's benchmark was evaluated with: its ``samples_per_problem``, else
+    (an older file) what its decoding settings say."""
+    return metrics["benchmarks"][benchmark].get("samples_per_problem") or samples_of(metrics["decoding"], benchmark)
 
 
 def _check(n: int, c: int, k: int) -> None:

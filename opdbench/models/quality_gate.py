@@ -5,8 +5,8 @@ are evaluated on one held-out benchmark (the task's evaluation settings, seed
 
     gate: {benchmark: code_id, min_teacher: 60, min_margin: 30}
 
-``min_teacher``: the teacher's Avg@N at least this (percent); ``min_margin``: the teacher at
-least this many points above the student. A model that came out broken (an SFT that
+``min_teacher``: the teacher's Avg@N (the benchmark's N) at least this (percent);
+``min_margin``: the teacher at least this many points above the student. A model that came out broken (an SFT that
 diverged, a swapped or stale model file) then stops the workflow with one message instead
 of letting every training run distil from it.
 
@@ -28,12 +28,15 @@ class QualityGateError(RuntimeError):
     """The base models fail the gate; the message names the task, the scores and the key."""
 
 
-def _avg(metrics: dict[str, Any], benchmark: str, where: Path) -> float:
-    n = metrics["decoding"]["n_samples"]
+def _avg(metrics: dict[str, Any], benchmark: str, where: Path) -> tuple[float, int]:
+    """The benchmark's Avg@N in %, and its N (the benchmark's own, as it was evaluated)."""
+    from opdbench.evaluate.metrics import evaluated_samples
+
     if benchmark not in metrics["benchmarks"]:
         raise ConfigError(f"gate benchmark '{benchmark}' is not a benchmark of the task; valid: "
                           f"{', '.join(sorted(metrics['benchmarks']))} ({where})")
-    return 100.0 * metrics["benchmarks"][benchmark][f"avg@{n}"]
+    n = evaluated_samples(metrics, benchmark)
+    return 100.0 * metrics["benchmarks"][benchmark][f"avg@{n}"], n
 
 
 def evaluate_base_models(config: dict[str, Any], task_name: str, data_dir: str | Path, teacher: str | Path,
@@ -41,6 +44,7 @@ def evaluate_base_models(config: dict[str, Any], task_name: str, data_dir: str |
     """Evaluate teacher and student on the gate's benchmark and check them; the record."""
     from opdbench.config import evaluation_settings
     from opdbench.evaluate.evaluation import generate_and_score, summarize
+    from opdbench.evaluate.metrics import samples_of
     from opdbench.pipeline import load_task
     from opdbench.tasks.base import read_jsonl
 
@@ -54,7 +58,7 @@ def evaluate_base_models(config: dict[str, Any], task_name: str, data_dir: str |
     for role, model in (("teacher", teacher), ("student", student)):
         rows, _ = generate_and_score(model, task, problems, cfg, device=config["base"]["device"],
                                      desc=f"gate {task_name} {role}")
-        benchmarks, _ = summarize(rows, task, cfg["n_samples"])
+        benchmarks, _ = summarize(rows, task, lambda bench: samples_of(cfg, bench))
         paths[role] = Path(out_dir) / f"{role}.json"
         write_json(paths[role], {"decoding": cfg, "benchmarks": benchmarks})
     return check_base_models(task_name, spec, paths["teacher"], paths["student"])
@@ -70,8 +74,7 @@ def check_base_models(task: str, spec: dict[str, Any], teacher_metrics: str | Pa
     if not spec:
         return record
     bench = spec["benchmark"]
-    t, s = _avg(teacher, bench, Path(teacher_metrics)), _avg(student, bench, Path(student_metrics))
-    n = teacher["decoding"]["n_samples"]
+    (t, n), (s, _) = _avg(teacher, bench, Path(teacher_metrics)), _avg(student, bench, Path(student_metrics))
     record.update(teacher=t, student=s, margin=t - s, samples_per_problem=n)
     failures = []
     if "min_teacher" in spec and t < spec["min_teacher"]:

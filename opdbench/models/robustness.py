@@ -82,6 +82,7 @@ def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data:
     returns {"perturbation", "weights" (sha256), "scores": {benchmark: mean Avg@N in %}}."""
     from opdbench.provenance import write_json
     from opdbench.data.resources import sha256_of
+    from opdbench.evaluate.metrics import evaluated_samples
 
     out = Path(out)
     if not (out / f"eval_seed{eval_seeds[-1]}.json").exists():
@@ -97,9 +98,8 @@ def probe(config: dict[str, Any], task: str, role: str, perturbation: str, data:
     scores: dict[str, list[float]] = {}
     for seed in eval_seeds:
         metrics = json.loads((out / f"eval_seed{seed}.json").read_text())
-        n = metrics["decoding"]["n_samples"]
         for bench, values in metrics["benchmarks"].items():
-            scores.setdefault(bench, []).append(100 * values[f"avg@{n}"])
+            scores.setdefault(bench, []).append(100 * values[f"avg@{evaluated_samples(metrics, bench)}"])
     return {"perturbation": perturbation, "weights": sha256_of(out / "model" / "model.safetensors"),
             "scores": {b: sum(v) / len(v) for b, v in sorted(scores.items())},
             "se": sampling_se([out / f"samples_seed{seed}.jsonl" for seed in eval_seeds])}

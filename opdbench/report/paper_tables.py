@@ -19,6 +19,7 @@ import pandas as pd
 
 from opdbench.atomic import atomic_path, atomic_write_text
 from opdbench.config import first_schema_error, load_yaml
+from opdbench.report.leaderboard import per_row
 from opdbench.train import metrics_schema
 from opdbench.errors import ConfigError, unknown_name_error
 
@@ -86,12 +87,18 @@ def row_model(row: dict[str, Any]) -> str | None:
     return ROLE_MODELS.get(row["role"]) or row.get("method")
 
 
-def reproduced(summary: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str]:
+def reproduced(summary: pd.DataFrame, task: str) -> tuple[pd.DataFrame, dict[str, str]]:
     """model x benchmark table of the experiment's Avg@N means (in %) for one task, and
-    the metric's name (avg@N, N being the task's samples per problem)."""
+    each benchmark's metric name (avg@N, N being the benchmark's samples per problem: of
+    a leaderboard.csv's avg@N columns, the one its rows fill)."""
     s = summary[summary.task == task]
-    avg = next(c for c in s.columns if re.fullmatch(r"avg@\d+_mean", c) and s[c].notna().all())
-    return s.pivot(index="model", columns="benchmark", values=avg) * 100.0, avg.split("_")[0]
+    columns = [c for c in s.columns if re.fullmatch(r"avg@\d+_mean", c)]
+    filled = s[columns].notna()
+    per_bench = filled.groupby(s.benchmark, sort=False).all()
+    avg = {b: next(c for c in columns if per_bench.loc[b, c]) for b in per_bench.index}
+    values = s.assign(avg=per_row(s, s.benchmark.map(avg)))
+    return (values.pivot(index="model", columns="benchmark", values="avg") * 100.0,
+            {b: c.split("_")[0] for b, c in avg.items()})
 
 
 def measured_metrics(tables: dict[str, dict[str, Any]]) -> list[str]:
@@ -144,11 +151,11 @@ def render_table(name: str, table: dict[str, Any], summary: pd.DataFrame, curves
              f"Setup: {setup}.", ""]
     diagnostic = table["setup"].get("diagnostic", False)
     ran = task in set(summary.task) and not diagnostic
-    repro, metric = reproduced(summary, task) if ran else (pd.DataFrame(), "")
+    repro, metric = reproduced(summary, task) if ran else (pd.DataFrame(), {})
     benches = list(repro.columns)
     measured = measured_diagnostics(table, curves) if diagnostic else {}
     spec = table["setup"].get("measured", {}) if measured else {}
-    header = ["row", "suite run", *columns, "published score", *(f"{b} {metric} (this run)" for b in benches),
+    header = ["row", "suite run", *columns, "published score", *(f"{b} {metric[b]} (this run)" for b in benches),
               *(f"{c} (this run)" for c in spec), *([] if spec else ["this run's mean"])]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     pairs = []

@@ -6,7 +6,8 @@ from snakemake.exceptions import WorkflowError
 
 from opdbench.code_hash import EVALUATION_CODE, package_code_hash
 from opdbench.compute import job_resources
-from opdbench.config import compose_config, evaluation_settings, load_yaml, resolve_run, validate_config
+from opdbench.config import (compose_config, data_settings as task_data_settings, evaluation_settings, load_yaml,
+                             resolve_run, validate_config)
 from opdbench.errors import ConfigError
 from opdbench.data.hub import hub_datasets, hub_models, is_hub_id, record_of
 from opdbench.data.resources import resource_pattern, resources_of
@@ -89,7 +90,7 @@ def figure_outputs():
 # Each rule's `params.settings` is the part of the config its output depends on, so that
 # Snakemake's params rerun trigger rebuilds exactly what a config edit changes.
 def data_settings(wildcards):
-    return config["task_settings"][wildcards.task]["data"]
+    return task_data_settings(config, wildcards.task)  # a benchmark's N is the evaluation's, not the data's
 
 
 def data_resources(wildcards):
