@@ -4,7 +4,8 @@
   decide where the job runs (``base.device``, the run's engine: verl's ``base.verl`` GPUs over its
   nodes); ``mem_mb`` and ``runtime`` (minutes) come from the config's ``compute`` block. Snakemake
   limits concurrent jobs by them (``--resources gpu=8``); ``profiles/slurm`` submits them (the SLURM
-  plugin turns ``gpu`` into ``--gpus``, ``nodes`` into ``--nodes``, ``runtime`` into ``-t``).
+  plugin turns ``gpu`` into ``--gpus``, ``nodes`` into ``--nodes``, ``runtime`` into ``-t``). A job
+  over several nodes (a verl run with ``base.verl.nnodes > 1``) also gets ``multi_node_resources``.
 - ``gpu_slots``: Snakemake counts GPUs but does not say which a job gets. A job that runs on the
   node of the workflow takes ``n`` of the node's GPUs under file locks (one per GPU, released when
   the process ends, killed or not) and sees only those (``CUDA_VISIBLE_DEVICES``), so concurrent
@@ -62,12 +63,40 @@ def rule_gpus(config: dict[str, Any], rule: str, task: str, train: dict[str, Any
     raise ConfigError(f"no resources for rule '{rule}'. Valid: {', '.join(HEAVY_RULES)}")
 
 
-def job_resources(config: dict[str, Any], rule: str, task: str, train: dict[str, Any] | None = None) -> dict[str, int]:
-    """Snakemake resources of one job of a heavy rule: gpu, nodes, mem_mb, runtime."""
+# The resources a multi-node job adds (multi_node_resources); a one-node job has none of them.
+MULTI_NODE_KEYS = ("mpi", "tasks", "tasks_per_gpu", "gres")
+RESOURCE_KEYS = ("gpu", "nodes", "mem_mb", "runtime", *MULTI_NODE_KEYS)
+
+
+def multi_node_resources(gpus: int, nodes: int) -> dict[str, Any]:
+    """What a job over ``nodes`` > 1 nodes adds to its resources, so that snakemake-executor-plugin-slurm
+    (2.8.0) submits one task per node with the GPUs per node, and its job step runs the job in the
+    batch allocation (on the first node) instead of inside ``srun -n1``: the job (verl's launch
+    script) starts its own steps on every node with ``srun --overlap``.
+
+    - ``mpi``: the jobstep plugin runs a job whose resources name ``mpi`` as it is, without srun; the
+      submitting plugin then asks ``tasks`` (> 1) for it: ``--ntasks=<nodes>`` with ``--nodes``.
+    - ``tasks_per_gpu: 0``: else the plugin turns ``tasks`` of a GPU job into ``--ntasks-per-gpu``.
+    - ``gres: gpu:<per node>``: ``--gres`` is per node; ``gpu`` (the total, which Snakemake's
+      ``--resources gpu=`` counts) stays ``--gpus=<total>``, and SLURM checks the two agree.
+    A one-node job gets nothing here: it is submitted exactly as before."""
+    if nodes <= 1:
+        return {}
+    if gpus % nodes:
+        raise ConfigError(f"{gpus} GPUs do not spread evenly over {nodes} nodes")
+    extra: dict[str, Any] = {"mpi": "srun", "tasks": nodes, "tasks_per_gpu": 0}
+    if gpus:
+        extra["gres"] = f"gpu:{gpus // nodes}"
+    return extra
+
+
+def job_resources(config: dict[str, Any], rule: str, task: str, train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Snakemake resources of one job of a heavy rule: gpu (all its nodes' together), nodes, mem_mb
+    (per node), runtime, and for a job over several nodes ``multi_node_resources``."""
     gpus, nodes = rule_gpus(config, rule, task, train)
     stated = (config.get("compute") or {}).get(rule) or {}
     return {"gpu": gpus, "nodes": nodes, "mem_mb": int(stated.get("mem_mb", 4000)),
-            "runtime": int(stated.get("runtime", 60))}
+            "runtime": int(stated.get("runtime", 60)), **multi_node_resources(gpus, nodes)}
 
 
 # -- GPU slots on one node -----------------------------------------------------------------
@@ -103,13 +132,16 @@ def _lock_name(gpu: str) -> str:
 
 @contextlib.contextmanager
 def gpu_slots(n: int, slots_dir: str | Path | None = None, wait_s: float = 3600.0,
-              poll_s: float = 1.0) -> Iterator[list[str]]:
+              poll_s: float = 1.0, nodes: int = 1) -> Iterator[list[str]]:
     """Take ``n`` GPUs of this node for the body and show only those to it (and to its child
     processes: verl's Ray, vLLM) through ``CUDA_VISIBLE_DEVICES``; yields their ids. No-op for
     n = 0, and inside a SLURM allocation of exactly this job's GPUs (the plugin submits each job
-    alone); a larger allocation (Snakemake itself run inside one) is shared out under locks."""
-    if n <= 0:
-        yield []
+    alone); a larger allocation (Snakemake itself run inside one) is shared out under locks.
+    No-op too for a job over ``nodes`` > 1 (``n``: all its nodes' GPUs): it runs only in its own
+    SLURM allocation (verl's launch script stops outside one), where each node has its share
+    (``--gres=gpu:<per node>``) and the script starts one Ray node per node with it."""
+    if n <= 0 or nodes > 1:
+        yield [] if n <= 0 else node_gpus()
         return
     job = os.environ.get("SLURM_JOB_ID")
     gpus = node_gpus()

@@ -25,6 +25,9 @@ def test_gpus_follow_the_device_and_the_engine_and_the_rest_comes_from_the_compu
     verl = _with_base(device="cuda", engine="verl", verl={"nnodes": 2, "student_gpus_per_node": 6,
                                                           "teacher_gpus_per_node": 2})
     assert job_resources(verl, "train", "math")["gpu"] == 16 and job_resources(verl, "train", "math")["nodes"] == 2
+    # over several nodes: one task and 8 GPUs per node, the job run in its allocation (tests/test_slurm.py)
+    assert {k: job_resources(verl, "train", "math")[k] for k in ("mpi", "tasks", "tasks_per_gpu", "gres")} == {
+        "mpi": "srun", "tasks": 2, "tasks_per_gpu": 0, "gres": "gpu:8"}
     local = _with_base(device="cuda", engine="local")
     assert job_resources(local, "train", "math")["gpu"] == 1
     assert job_resources(local, "evaluate", "math")["gpu"] == job_resources(local, "quality_gate", "code")["gpu"] == 1
@@ -34,6 +37,15 @@ def test_gpus_follow_the_device_and_the_engine_and_the_rest_comes_from_the_compu
     assert job_resources(hub, "model", "math")["gpu"] == 0  # a pointer to the hub model
     # a run's own resolved settings decide (paper mode: each method on its own settings)
     assert job_resources(TINY, "train", "math", train={"device": "cuda", "engine": "local"})["gpu"] == 1
+
+
+def test_a_job_over_several_nodes_takes_no_gpu_slots(tmp_path, monkeypatch):
+    """Its n counts every node's GPUs; each node of its SLURM allocation has its share, left as it is."""
+    monkeypatch.setenv("OPDBENCH_NODE_GPUS", "0,1,2,3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    with gpu_slots(8, slots_dir=tmp_path / "slots", nodes=2) as gpus:
+        assert gpus == ["0", "1", "2", "3"] and os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert not (tmp_path / "slots").exists()
 
 
 def test_cost_is_gpu_hours_on_gpus_and_core_hours_on_a_cpu():

@@ -95,6 +95,7 @@ def test_an_evaluation_summary_carries_each_benchmarks_scaling_curve():
 
     class ExactAnswers:
         same_answer = staticmethod(lambda a, b: a == b)
+        for_problem = classmethod(lambda cls, problem: cls)
 
     # Problem p1: answers 7 (right), 5, 5, None; problem p2: all four right. Tokens 10, 20, 30, 40 and 8 each.
     rows = [{"benchmark": "b", "id": "p1", "sample": i, "correct": a == "7", "answer": a, "tokens": t,

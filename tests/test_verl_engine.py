@@ -203,6 +203,7 @@ def test_a_multi_node_run_makes_one_ray_cluster_of_its_slurm_allocation_before_v
     bin_dir.mkdir()
     fakes = {"srun": FAKE_SRUN,
              "scontrol": '#!/usr/bin/env bash\n[ "$*" = "show hostnames gpu[07-08]" ] && printf "gpu07\\ngpu08\\n"\n',
+             "squeue": '#!/usr/bin/env bash\n[ "$*" = "-h -j 4711 -o %N" ] && echo "gpu[07-08]"\n',
              "hostname": '#!/usr/bin/env bash\n[ "$*" = "-I" ] && echo "127.0.0.1 fe80::1"\n',
              "ray": '#!/usr/bin/env bash\necho "ray $*" >> "$LOG"\n',
              "python": '#!/usr/bin/env bash\necho "python $* RAY_ADDRESS=$RAY_ADDRESS" >> "$LOG"\n'}
@@ -218,12 +219,19 @@ def test_a_multi_node_run_makes_one_ray_cluster_of_its_slurm_allocation_before_v
     script = launch.write_launch_script(tmp_path / "launch.sh", [python, "-m", launch.TRAINER_MODULE, "trainer.nnodes=2"],
                                         {"VERL_FILE_LOGGER_PATH": str(tmp_path / "m" / "0.jsonl")}, prologue)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log), "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    # Snakemake's SLURM job step runs a multi-node job with only SLURM_JOB_ID of the allocation's
+    # variables (tests/test_slurm.py): the node list then comes from squeue
+    jobstep_env = {**{k: v for k, v in env.items() if k != "SLURM_JOB_NODELIST"}, "SLURM_JOB_ID": "4711"}
     try:
         proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        calls = log.read_text().splitlines()
+        log.unlink()
+        proc = subprocess.run(["bash", str(script)], env=jobstep_env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(log.read_text().splitlines()) == sorted(calls)  # the same steps (the workers start in the background)
     finally:
         head.close()
-    assert proc.returncode == 0, proc.stderr
-    calls = log.read_text().splitlines()
     assert "srun gpu07: hostname -I" in calls
     assert f"srun gpu07: {bin_dir}/ray start --head --node-ip-address=127.0.0.1 --port={port} --num-gpus=8 --block" in calls
     assert f"srun gpu08: {bin_dir}/ray start --address=127.0.0.1:{port} --num-gpus=8 --block" in calls
@@ -233,5 +241,6 @@ def test_a_multi_node_run_makes_one_ray_cluster_of_its_slurm_allocation_before_v
     assert calls[trainer[0]].endswith(f"trainer.nnodes=2 RAY_ADDRESS=127.0.0.1:{port}")
     # outside an allocation the script says how to run it instead of training on one node
     env.pop("SLURM_JOB_NODELIST")
+    env.pop("SLURM_JOB_ID", None)
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "submit it through SLURM (profiles/slurm)" in proc.stderr

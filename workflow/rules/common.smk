@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from opdbench.code_hash import EVALUATION_CODE, package_code_hash
-from opdbench.compute import job_resources
+from opdbench.compute import RESOURCE_KEYS, job_resources
 from opdbench.config import (compose_config, data_settings as task_data_settings, evaluation_settings, load_yaml,
                              resolve_run, validate_config)
 from opdbench.errors import ConfigError
@@ -144,7 +144,10 @@ def model_to_evaluate(wildcards):
 # -- what each heavy job asks of the machine (opdbench/compute.py) ----------------------------
 def heavy_job(rule_name):
     """The resources of a heavy rule's jobs (gpu, nodes, mem_mb, runtime), per job: a train job's
-    GPUs follow from its run's resolved engine and device (resolved once per job, not per key)."""
+    GPUs follow from its run's resolved engine and device (resolved once per job, not per key).
+    A job over several nodes also has the SLURM plugin's mpi, tasks, tasks_per_gpu and gres
+    (opdbench.compute.multi_node_resources); for any other job they are None, which Snakemake
+    drops: it has no such resource, and is submitted as before."""
     per_job = {}
 
     def of(wildcards):
@@ -154,7 +157,7 @@ def heavy_job(rule_name):
             per_job[key] = job_resources(config, rule_name, wildcards.task, train)
         return per_job[key]
 
-    return {key: (lambda wildcards, key=key: of(wildcards)[key]) for key in ("gpu", "nodes", "mem_mb", "runtime")}
+    return {key: (lambda wildcards, key=key: of(wildcards).get(key)) for key in RESOURCE_KEYS}
 
 
 def benchmark_file(rule_name, tag):

@@ -82,10 +82,16 @@ def ray_on_slurm(nnodes: int, gpus_per_node: int, python: str, ray: str | None =
     """Shell lines that make one Ray cluster of a SLURM allocation's ``nnodes`` nodes before verl
     starts (verl's trainer then joins it through RAY_ADDRESS instead of starting a local Ray):
     the head on the first node, a worker on every other once the head listens, each with the
-    node's GPUs, then a wait until all have joined. The sbatch job is the one Snakemake submits for the run (--nodes)."""
+    node's GPUs, then a wait until all have joined. The sbatch job is the one Snakemake submits for
+    the run (--nodes, one task and --gres=gpu:<per node> per node; opdbench.compute.multi_node_resources).
+    Its job step (snakemake-executor-plugin-slurm-jobstep) runs the job in the batch allocation with
+    only SLURM_JOB_ID of the allocation's variables: the node list is then asked of squeue."""
     ray = shlex.quote(ray or str(Path(python).with_name("ray")))  # Ray's CLI beside the trainer's Python
     return [
         f"# Ray across the allocation's {nnodes} nodes (base.verl.nnodes): head on the first, a worker on each other.",
+        'if [ -z "${SLURM_JOB_NODELIST:-}" ] && [ -n "${SLURM_JOB_ID:-}" ]; then',
+        '  SLURM_JOB_NODELIST=$(squeue -h -j "$SLURM_JOB_ID" -o %N)',
+        "fi",
         'if [ -z "${SLURM_JOB_NODELIST:-}" ]; then',
         f'  echo "this run spans {nnodes} nodes: submit it through SLURM (profiles/slurm), which allocates them" >&2',
         "  exit 2",
