@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO
 from opdbench.config import compose_config, load_yaml
+from opdbench.data.catalog import data_sources
 from opdbench.data.hub import hub_datasets, hub_models
 from opdbench.data.resources import resources_of
 
@@ -66,7 +67,7 @@ def stand_in_data(workdir: Path, config: dict) -> None:
     local models (as a user places them)."""
     for task in config["tasks"]:
         data = config["task_settings"][task]["data"]
-        for spec in [data["train"], *data["benchmarks"].values()]:
+        for _, spec in data_sources(data):
             if "path" in spec:
                 path = workdir / spec["path"]
                 path.parent.mkdir(parents=True, exist_ok=True)

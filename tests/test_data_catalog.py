@@ -49,9 +49,12 @@ def test_a_hub_datasets_shards_by_glob_prompts_without_answers_and_only_the_colu
         pd.DataFrame([{"domain": d, "source": "x", "difficulty": 5,
                        "conversations": [{"from": "human", "value": f"q{k}{i} {d}"}, {"from": "gpt", "value": "long " * 50}]}
                       for i, d in enumerate(domains)]).to_parquet(shards / f"train-{k:05d}-of-00002.parquet")
+    import pyarrow.parquet as pq
+
     read = []
-    original = pd.read_parquet
-    monkeypatch.setattr(pd, "read_parquet", lambda path, columns=None: read.append(columns) or original(path, columns=columns))
+    original = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
+                        lambda self, **kw: read.append(kw["columns"]) or original(self, **kw))
     rows = load_problems({"from": "openthoughts3/math", "path": f"{tmp_path}/**/*.parquet"})
     assert rows == [{"problem": "q00 math", "answer": ""}, {"problem": "q10 math", "answer": ""}]
     assert read == [["conversations", "domain"]] * 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import METHODS_DIR, REPO
-from opdbench.config import compose_config, deep_update, load_yaml, resolve_run, validate_config
+from opdbench.config import benchmark_samples, compose_config, deep_update, load_yaml, resolve_run, validate_config
 from opdbench.train.engines.verl.overrides import VerlResources, verl_overrides
 
 EXPERIMENTS = REPO / "config" / "experiments"
@@ -29,6 +29,8 @@ G_OPD_BENCHMARKS = {name: f"g_opd/{name}" for name in ("aime24", "aime25", "hmmt
 REOPOLD_MATH = dict(
     engine="verl", methods=["opd", "reopold", "exopd"], train_data="luffy/openr1_math_46k_8192",
     benchmarks=LUFFY, evaluation=dict(n_samples=32, temperature=0.6, top_p=0.95, max_new_tokens=32768),
+    # App. F "Evaluation": Avg@32 on AIME-24/25 and AMC-23, Pass@1 on the other three
+    samples={"aime24": 32, "aime25": 32, "amc23": 32, "math500": 1, "minerva": 1, "olympiad": 1},
     train=dict(prompts_per_step=128, rollouts_per_prompt=8, mini_batch_size=256, max_new_tokens=8192,
                temperature=1.0, lr_schedule="constant"))
 G_OPD = dict(
@@ -63,6 +65,17 @@ FILES = {
         hparams={"tropd": dict(k=64, beta=0.001), "eopd": dict(k=64)},
         train_data="openthoughts3/math",
         benchmarks={b: LUFFY[b] for b in ("aime24", "aime25", "amc23")}),
+    "tropd_multi_domain.yaml": dict(
+        source=f"{SEED004}, Section 5.1 and Table 3 (multi-domain)", paper_method="tropd", task="multi_domain",
+        engine="local", methods=["opd", "reopold", "tropd"],
+        teacher="Skywork/Skywork-OR1-7B", student="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+        train=dict(steps=200, lr=5.0e-6, lr_schedule="constant", prompts_per_step=128, rollouts_per_prompt=4,
+                   max_new_tokens=8096),
+        evaluation=dict(n_samples=32),
+        hparams={"tropd": dict(k=64, beta=0.001)},
+        train_data=[("math", "openthoughts3/math"), ("code", "openthoughts3/code"), ("math", "openthoughts3/science")],
+        benchmarks={**{b: LUFFY[b] for b in ("aime24", "aime25", "amc23")}, "livecodebench_v6": "livecodebench release_v6",
+                    "gpqa_diamond": "luffy/gpqa_diamond"}),
     "eopd_math.yaml": dict(
         source="METHODS.md (EOPD) and PUBLISHED_EXTRA.md (EOPD Table 2)", paper_method="eopd",
         engine="local", methods=["opd", "eopd"], teacher="Qwen/Qwen3-8B", student="Qwen/Qwen3-1.7B-Base",
@@ -100,8 +113,12 @@ def composed(name: str) -> dict:
     return compose_config(TINY, [load_yaml(EXPERIMENTS / name)])
 
 
-def where_from(spec: dict) -> str:
-    return spec["from"]
+def where_from(spec) -> str | list:
+    """The catalog name of a source ((domain task, name) pairs for a mixed task's list), else the code
+    benchmark it loads."""
+    if isinstance(spec, list):
+        return [(s["task"], where_from(s)) for s in spec]
+    return spec.get("from") or f"{spec['source']} {spec.get('version', '')}".strip()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name not in NOT_PAPER_SETTINGS))
@@ -112,7 +129,7 @@ def test_every_experiment_file_has_checked_numbers_and_passes_the_start_up_check
     # teachers that are not on the hub are local directories the user places (docs/experiments.md)
     monkeypatch.chdir(tmp_path)
     for role in ("teacher", "student"):
-        source = config["task_settings"]["math"][role]["source"]
+        source = config["task_settings"][FILES[name].get("task", "math")][role]["source"]
         if source.startswith("resources/"):
             (tmp_path / source).mkdir(parents=True)
     validate_config(config, METHODS_DIR, jobs_run_here=False)  # vLLM's import is checked where the jobs run
@@ -123,22 +140,25 @@ def test_the_file_and_each_resolved_run_state_the_papers_numbers(name):
     want = FILES[name]
     assert want["source"]
     config = composed(name)
-    math = config["task_settings"]["math"]
-    assert config["tasks"] == ["math"] and config["methods"] == want["methods"]
+    task = want.get("task", "math")
+    math = config["task_settings"][task]
+    assert config["tasks"] == [task] and config["methods"] == want["methods"]
     assert config["base"]["engine"] == want["engine"] and config["base"]["device"] == "cuda"
     assert (math["teacher"], math["student"]) == ({"source": want["teacher"]}, {"source": want["student"]})
     data = math["data"]
     assert where_from(data["train"]) == want["train_data"]
     assert {b: where_from(spec) for b, spec in data["benchmarks"].items()} == want["benchmarks"]
     for spec in data["benchmarks"].values():  # only the catalog's name: its file and filter are the catalog's
-        assert set(spec) <= {"from", "n_samples"}, spec
+        assert "from" not in spec or set(spec) <= {"from", "n_samples", "task"}, spec
     assert {k: config["evaluation"][k] for k in want["evaluation"]} == want["evaluation"]
+    if "samples" in want:
+        assert benchmark_samples(config, task) == want["samples"]
     assert {k: config["base"][k] for k in want["train"]} == want["train"]
     for method, hparams in want["hparams"].items():
         assert {k: config["method_settings"][method][k] for k in hparams} == pytest.approx(hparams)
     assert "uniopd" in config["methods"] or "uniopd" not in config["method_settings"]  # no tiny setting left over
     for run_name in config["methods"]:
-        run = resolve_run(config, "math", run_name, 0, METHODS_DIR)
+        run = resolve_run(config, task, run_name, 0, METHODS_DIR)
         assert {k: run["train"][k] for k in want["train"]} == want["train"], run_name
         if run["method"] in want["hparams"]:
             assert {k: run["hparams"][k] for k in want["hparams"][run["method"]]} == pytest.approx(
@@ -151,7 +171,8 @@ def test_the_file_and_each_resolved_run_state_the_papers_numbers(name):
 def test_the_papers_method_has_the_same_numbers_in_paper_mode(name):
     """The file is its method's own paper setting: the method's paper_settings say the same."""
     want = FILES[name]
-    run = resolve_run(deep_update(composed(name), {"mode": "paper"}), "math", want["paper_method"], 0, METHODS_DIR)
+    run = resolve_run(deep_update(composed(name), {"mode": "paper"}), want.get("task", "math"), want["paper_method"], 0,
+                      METHODS_DIR)
     assert {k: run["train"][k] for k in want["train"]} == want["train"]
     assert not run["diff_from_base"]["train"], "paper_settings and the file disagree"
 

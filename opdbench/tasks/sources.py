@@ -17,7 +17,7 @@ import glob
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from opdbench.data.catalog import expand
 from opdbench.errors import ConfigError, unknown_name_error
@@ -63,18 +63,22 @@ def package_file(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / relative
 
 
-def _records(path: Path, spec: dict[str, Any], columns: list[str]) -> list[Any]:
+def _records(path: Path, spec: dict[str, Any], columns: list[str]) -> Iterable[Any]:
     if path.suffix == ".parquet":
-        import pandas as pd
         import pyarrow.parquet as pq
 
-        present = set(pq.read_schema(path).names)
-        # only the columns the keys read (a hub dataset's long solutions stay on disk)
-        return pd.read_parquet(path, columns=[c for c in columns if c in present] or None).to_dict("records")
+        # Only the columns the keys read, a batch at a time: OpenThoughts3 keeps each long answer in the
+        # same column as its question, and only the extracted fields are kept.
+        file = pq.ParquetFile(path)
+        present = set(file.schema_arrow.names)
+        for batch in file.iter_batches(batch_size=4096, columns=[c for c in columns if c in present] or None):
+            yield from batch.to_pylist()
+        return
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        yield from (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        return
     records = json.loads(path.read_text())
-    return records[spec["records_key"]] if spec.get("records_key") else records
+    yield from records[spec["records_key"]] if spec.get("records_key") else records
 
 
 def _files(pattern: str) -> list[Path]:
