@@ -95,6 +95,17 @@ def resolve_weights(model_ref: str | Path) -> str:
     return str(model_ref)
 
 
+def teacher_refs(model_ref: str | Path) -> dict[str, str] | None:
+    """A mixed task's teacher per domain (its model.json lists ``teachers``: domain -> directory
+    beside it, each a model of its own) as domain -> model reference; None for a single model."""
+    ref = Path(model_ref)
+    manifest = ref / "model.json" if ref.is_dir() else ref
+    if manifest.name != "model.json" or not manifest.exists():
+        return None
+    teachers = json.loads(manifest.read_text()).get("teachers")
+    return None if teachers is None else {domain: str(manifest.parent / sub) for domain, sub in teachers.items()}
+
+
 def load_tokenizer(model_ref: str | Path):
     from transformers import AutoTokenizer
 
