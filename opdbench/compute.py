@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from opdbench.config import role_models
 from opdbench.errors import ConfigError
 
 HEAVY_RULES = ("model", "quality_gate", "train", "evaluate")
@@ -56,7 +57,7 @@ def rule_gpus(config: dict[str, Any], rule: str, task: str, train: dict[str, Any
         return train_gpus(train if train is not None else config["base"])
     if rule == "model":  # tiny scale: SFT on base.device; paper scale: a pointer to the hub model
         settings = config["task_settings"][task]
-        tiny = any(settings[role]["source"] == "tiny" for role in ("teacher", "student"))
+        tiny = any(spec["source"] == "tiny" for role in ("teacher", "student") for spec in role_models(settings, role).values())
         return (1 if on_gpu and tiny else 0), 1
     if rule in ("evaluate", "quality_gate"):
         return (1 if on_gpu else 0), 1

@@ -194,13 +194,22 @@ def validate_config(config: dict[str, Any], methods_dir: str | Path | None = Non
         if gate and gate["benchmark"] not in data["benchmarks"]:
             raise ConfigError(f"config key 'task_settings.{task}.gate.benchmark': "
                               f"{unknown_name_error('benchmark', gate['benchmark'], data['benchmarks'])}")
+        domains = {spec.get("task") for _, spec in data_sources(data)}
         for role in ("teacher", "student"):
-            check_model_source(settings[role]["source"], ("task_settings", task, role, "source"))
-            writer = settings[role].get("sft", {}).get("writer")
-            if writer is not None:
-                message = first_schema_error(TASKS[kind].writer_schema, writer, ("task_settings", task, role, "sft", "writer"))
-                if message:
-                    raise ConfigError(message)
+            for domain, spec in role_models(settings, role).items():
+                where = ("task_settings", task, role) + (("by_domain", domain) if domain else ())
+                check_model_source(spec["source"], where + ("source",))
+                writer = spec.get("sft", {}).get("writer")
+                if writer is not None:
+                    message = first_schema_error(TASKS[kind].writer_schema, writer, where + ("sft", "writer"))
+                    if message:
+                        raise ConfigError(message)
+            by_domain = set(role_models(settings, role)) - {None}
+            if by_domain and (kind != "mixed" or by_domain != domains):
+                need = f"one teacher for each of its domains ({', '.join(sorted(domains))})" if kind == "mixed" else \
+                    "a mixed task (task: mixed), whose rows each name their domain"
+                raise ConfigError(f"config key 'task_settings.{task}.{role}.by_domain' has teachers for "
+                                  f"{', '.join(sorted(by_domain))}: a teacher per domain needs {need}")
     from opdbench.data.hub import hub_datasets, hub_models
 
     hub_models(config), hub_datasets(config)  # each hub repository at one revision
@@ -259,6 +268,13 @@ def check_engines(config: dict[str, Any], methods: dict[str, type]) -> None:
         cls = methods[config["variants"][name]["method"] if name in config["variants"] else name]
         runs.append((name, cls, run_engine(config, cls)))
     check_capabilities(runs)
+
+
+def role_models(settings: dict[str, Any], role: str) -> dict[str | None, dict[str, Any]]:
+    """A role's model specs: ``{None: spec}``, or a mixed task's teacher per domain
+    (``teacher: {by_domain: {domain: spec}}``) as ``{domain: spec}``."""
+    spec = settings[role]
+    return dict(spec["by_domain"]) if "by_domain" in spec else {None: spec}
 
 
 def task_type(config: dict[str, Any], task: str) -> str:

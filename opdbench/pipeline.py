@@ -13,9 +13,9 @@ from opdbench.lazy import torch
 
 from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.compute import job_cost, rule_gpus, train_gpus
-from opdbench.config import canonical_hash, data_settings, evaluation_settings, resolve_run, task_type
-from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, train_tokenizer,
-                             write_manifest)
+from opdbench.config import canonical_hash, data_settings, evaluation_settings, resolve_run, role_models, task_type
+from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, teacher_refs,
+                             train_tokenizer, write_manifest)
 from opdbench.provenance import stamp, write_json
 from opdbench.data.hub import RECORD, fetched_copy
 from opdbench.data.resources import sha256_of
@@ -63,11 +63,26 @@ def build_tokenizer(config: dict[str, Any], task_name: str, data_dir: str | Path
 def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str | Path,
                 tokenizer_dir: str | Path, out_dir: str | Path, threads: int = 1) -> None:
     """Tiny scale: a Qwen2 LM trained by SFT on worked solutions. Otherwise: a pointer to
-    the hub id or local path, loaded by the same ``load_model``."""
+    the hub id or local path, loaded by the same ``load_model``. A mixed task's teacher per
+    domain (``teacher.by_domain``): each domain's model in a directory of its own (a tiny one
+    trained on its domain's rows only), listed in this model.json (``models.teacher_refs``)."""
+    out_dir = Path(out_dir)
+    specs = role_models(config["task_settings"][task_name], role)
+    if None in specs:
+        _build_one(config, task_name, role, specs[None], data_dir, tokenizer_dir, out_dir, threads)
+        return
+    for domain, spec in specs.items():
+        _build_one(config, task_name, f"{role} ({domain})", spec, data_dir, tokenizer_dir, out_dir / domain, threads,
+                   domain=domain)
+    write_manifest(out_dir, ".", **stamp(role=role, teachers={domain: domain for domain in specs},
+                                         sources={domain: spec["source"] for domain, spec in specs.items()}))
+
+
+def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str, Any], data_dir: str | Path,
+               tokenizer_dir: str | Path, out_dir: Path, threads: int, domain: str | None = None) -> None:
     from opdbench.models.sft import train_sft
 
-    spec = config["task_settings"][task_name][role]
-    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if spec["source"] != "tiny":
         # a hub model: the files its fetch put under resources/hub/ (the rule's input), with their commit
         fetched = fetched_copy(spec["source"])
@@ -83,8 +98,10 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_tiny_model(spec["arch"], tokenizer, seed=spec["sft"].get("seed", 0))
     task = load_task(config, task_name)
-    rows = task.written_by(spec["sft"].get("writer", {}), read_jsonl(Path(data_dir) / "train.jsonl"),
-                           seed=spec["sft"].get("seed", 0))
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")
+    if domain is not None:  # a domain's teacher learns its own domain
+        rows = [r for r in rows if r["domain"] == domain]
+    rows = task.written_by(spec["sft"].get("writer", {}), rows, seed=spec["sft"].get("seed", 0))
     t0 = time.time()
     curve = train_sft(model, tokenizer, task, rows, spec["sft"],
                       seed=spec["sft"].get("seed", 0), desc=f"sft {task_name} {role}")
@@ -163,7 +180,11 @@ def _bound_to_inputs(run: dict[str, Any], student: str | Path, teacher: str | Pa
 
 
 def _model_identity(model_dir: Path) -> str:
-    """A built model: the hash of its files; a pointer (paper scale): the hub id or path it names."""
+    """A built model: the hash of its files; a pointer (paper scale): the hub id or path it names; a
+    teacher per domain: each one's."""
+    teachers = teacher_refs(model_dir)
+    if teachers:
+        return canonical_hash({domain: _model_identity(Path(ref)) for domain, ref in teachers.items()})
     weights = resolve_weights(model_dir)
     return _model_files_hash(model_dir) if Path(weights) == model_dir else weights
 
@@ -221,5 +242,5 @@ def evaluate(config: dict[str, Any], task_name: str, model: str | Path, data_dir
                       sum(r.get("tokens", 0) for r in rows), len(rows)),
         # What two evaluations that disagree are compared by: the model's files, and how the
         # answers were checked (code: zygote or fallback runner, timeouts; this process's checks).
-        model_files_hash=_model_files_hash(Path(model)), scoring=task.scoring_report(),
+        model_files_hash=_model_identity(Path(model)), scoring=task.scoring_report(),
     ))

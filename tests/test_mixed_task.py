@@ -1,6 +1,8 @@
 """A task made of tasks (multi-domain distillation, opdbench/tasks/mixed.py): one training set of
 math and code prompts, benchmarks of both, every row formatted and scored by its own domain's task;
-config errors for mixed sources; the micro DAG trains and evaluates a mixed task end to end."""
+config errors for mixed sources; a teacher per domain (multi-teacher distillation): routed scoring
+and generation, its config checks; the micro DAG trains and evaluates a mixed task with a teacher
+per domain end to end."""
 import json
 import random
 
@@ -107,10 +109,75 @@ def test_a_list_of_training_sources_needs_a_mixed_task():
     validate_config(mixed_config({}), jobs_run_here=False)  # the well-formed one passes
 
 
+# -- a teacher per domain (multi-teacher distillation) ------------------------------------------
+def test_each_row_is_scored_by_its_domains_teacher(tmp_path):
+    """The local engine's routed scoring equals each teacher scoring its own rows, position by position
+    (log-probs, top-k and entropy), and its routed generation asks each prompt's own teacher."""
+    import types
+
+    import torch
+
+    from opdbench.models import build_tiny_model
+    from opdbench.train.engines.local import LocalEngine
+    from opdbench.train.rollout import pack
+
+    from conftest import tiny
+
+    tok, math_teacher = tiny(tmp_path)
+    code_teacher = build_tiny_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                     "num_attention_heads": 2}, tok, seed=1).eval()
+    prompts = [tok(text)["input_ids"] for text in ("Ann has 3 pens.", "def f(x):", "How many pens", "return x")]
+    seqs = pack(prompts, [[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]], tok.pad_token_id)
+    domains = ["math", "code", "math", "code"]
+    engine = types.SimpleNamespace(cfg={"scoring_chunk": None}, teachers={"math": math_teacher, "code": code_teacher})
+    engine._score = lambda model, s, t, **kw: LocalEngine._score(engine, model, s, t, **kw)
+    routed = LocalEngine._score_by_teacher(engine, seqs, domains, 1.0, topk=3, entropy=True)
+    m = seqs.response_mask.bool()
+    for domain, teacher in engine.teachers.items():
+        alone = LocalEngine._score(engine, teacher, seqs, 1.0, topk=3, entropy=True)
+        mine = torch.tensor([d == domain for d in domains])[:, None].expand_as(m)[m]
+        assert torch.equal(routed.topk_ids[mine], alone.topk_ids[mine]), domain
+        for field in ("logp", "entropy", "topk_logp"):  # a smaller batch may round the last bits differently
+            assert torch.allclose(getattr(routed, field)[mine], getattr(alone, field)[mine], atol=1e-5), (domain, field)
+    assert not torch.allclose(LocalEngine._score(engine, math_teacher, seqs, 1.0).logp,
+                              LocalEngine._score(engine, code_teacher, seqs, 1.0).logp)  # the routing matters
+    asked = []
+
+    def fake_generate(model):
+        def generate(ps, n, *args, **kwargs):
+            asked.extend((model, p) for p in ps)
+            return [[len(p), i] for p in ps for i in range(n)]
+        return generate
+
+    engine._generate = fake_generate
+    drafts = LocalEngine._teacher_generate(engine, prompts, domains)(prompts, 2, 1.0, 1.0, 8)
+    assert drafts == [[len(p), i] for p in prompts for i in range(2)]  # prompt-major, as one teacher would
+    assert [(m is math_teacher, p) for m, p in asked] == [(True, prompts[0]), (True, prompts[2]),
+                                                          (False, prompts[1]), (False, prompts[3])]
+
+
+def test_a_teacher_per_domain_only_for_a_mixed_task_and_for_every_domain():
+    config = mixed_config({})
+    math = config["task_settings"]["both"]["teacher"]
+    config["task_settings"]["both"]["teacher"] = {"by_domain": {"math": math, "code": {"source": "Org/code-teacher"}}}
+    validate_config(config, jobs_run_here=False)
+    from opdbench.data.hub import hub_models
+
+    assert hub_models(config) == {"Org/code-teacher": None}
+    config["task_settings"]["both"]["teacher"] = {"by_domain": {"math": math}}
+    with pytest.raises(ConfigError, match=r"task_settings\.both\.teacher\.by_domain' has teachers for math.*\(code, math\)"):
+        validate_config(config, jobs_run_here=False)
+    tiny = compose_config(load_yaml(REPO / "config" / "config.yaml"), [])
+    tiny["task_settings"]["math"]["teacher"] = {"by_domain": {"math": math}}
+    with pytest.raises(ConfigError, match=r"task_settings\.math\.teacher\.by_domain'.*needs a mixed task"):
+        validate_config(tiny, jobs_run_here=False)
+
+
 @pytest.mark.slow
-def test_the_micro_dag_distils_and_evaluates_a_mixed_task(tmp_path):
+def test_the_micro_dag_distils_each_domain_from_its_own_teacher(tmp_path):
     micro = load_yaml(MICRO_CONFIG)["task_settings"]
     both = {**micro["math"], "task": "mixed", "sandbox": micro["code"]["sandbox"], "evaluation": micro["code"]["evaluation"],
+            "teacher": {"by_domain": {"math": micro["math"]["teacher"], "code": micro["code"]["teacher"]}},
             "data": {"seed": 0,
                      "train": [{**micro["math"]["data"]["train"], "task": "math", "size": 120},
                                {**micro["code"]["data"]["train"], "task": "code", "size": 120}],
@@ -120,6 +187,14 @@ def test_the_micro_dag_distils_and_evaluates_a_mixed_task(tmp_path):
     overlay.write_text(json.dumps({"tasks": ["both"], "methods": ["opd"], "seeds": [0], "task_settings": {"both": both}}))
     run_snakemake(tmp_path, "--cores", "2", configfiles=(MICRO_CONFIG, overlay), timeout=1200)
     results = tmp_path / "results" / "micro"
+    teacher = results / "models" / "both" / "teacher"
+    assert json.loads((teacher / "model.json").read_text())["teachers"] == {"math": "math", "code": "code"}
+    sft_rows = {d: json.loads((teacher / d / "model.json").read_text())["role"] for d in ("math", "code")}
+    assert sft_rows == {"math": "teacher (math)", "code": "teacher (code)"}
+    run = json.loads((results / "train" / "both" / "opd" / "seed0" / "run.json").read_text())
+    assert run["steps"] == 4
+    metrics = json.loads((results / "eval" / "both" / "base" / "teacher" / "seed0" / "metrics.json").read_text())
+    assert set(metrics["benchmarks"]) == {"math_id", "code_id"}
     metrics = json.loads((results / "eval" / "both" / "opd" / "seed0" / "metrics.json").read_text())
     assert set(metrics["benchmarks"]) == {"math_id", "code_id"}
     samples = [json.loads(line) for line in (results / "eval" / "both" / "opd" / "seed0" / "samples.jsonl").read_text().splitlines()]

@@ -152,12 +152,15 @@ def fetched_copy(source: str) -> Path | None:
 
 def hub_models(config: dict[str, Any]) -> dict[str, str | None]:
     """Every hub model of the config's tasks -> its revision (None: the main branch)."""
+    from opdbench.config import role_models
+
     models: dict[str, str | None] = {}
     for task in config["tasks"]:
         for role in ("teacher", "student"):
-            spec = config["task_settings"][task][role]
-            if is_hub_id(spec["source"]):
-                _one_revision(models, spec["source"], spec.get("revision"), f"task_settings.{task}.{role}.revision")
+            for domain, spec in role_models(config["task_settings"][task], role).items():
+                if is_hub_id(spec["source"]):
+                    key = f"task_settings.{task}.{role}" + (f".by_domain.{domain}" if domain else "")
+                    _one_revision(models, spec["source"], spec.get("revision"), f"{key}.revision")
     return models
 
 

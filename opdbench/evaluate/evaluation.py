@@ -19,7 +19,7 @@ from typing import Any
 
 from opdbench.evaluate.generation import DEFAULT_BACKEND, SamplingSpec, generate
 from opdbench.evaluate.metrics import expected_max_at_k, problem_metrics, samples_of, scaling_ks
-from opdbench.models import load_tokenizer
+from opdbench.models import load_tokenizer, teacher_refs
 from opdbench.train.rollout import encode_prompts
 
 
@@ -35,17 +35,20 @@ def generate_and_score(model_ref: str | Path, task, problems: list[dict[str, Any
     """The scored samples, and the generation's wall seconds, decoding steps (each
     generate call decodes until its longest response ends) and backend. The benchmarks
     that share one N (``samples_of``) are drawn by one generate call with that N (same
-    seed and other settings); the rows keep the problems' order."""
-    tokenizer = load_tokenizer(model_ref)
-    groups: dict[int, list[int]] = defaultdict(list)
+    seed and other settings); the rows keep the problems' order. A mixed task's teacher per
+    domain (``models.teacher_refs``) answers its own domain's problems."""
+    teachers = teacher_refs(model_ref)
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, p in enumerate(problems):
-        groups[samples_of(cfg, p["benchmark"])].append(i)
+        model = teachers[p["domain"]] if teachers else str(model_ref)
+        groups[(model, samples_of(cfg, p["benchmark"]))].append(i)
+    tokenizers = {model: load_tokenizer(model) for model, _ in groups}
     drawn: list[list] = [[] for _ in problems]
     stats: dict[str, Any] = {}
-    for n, indices in groups.items():
-        chosen = [problems[i] for i in indices]
+    for (model, n), indices in groups.items():
+        chosen, tokenizer = [problems[i] for i in indices], tokenizers[model]
         spec = sampling_spec(dict(cfg, n_samples=n), tokenizer)
-        result = generate(model_ref, encode_prompts(tokenizer, task, chosen), spec,
+        result = generate(model, encode_prompts(tokenizer, task, chosen), spec,
                           backend=cfg.get("backend", DEFAULT_BACKEND), batch_size=cfg["batch_size"], device=device,
                           keys=[f"{p['benchmark']}/{p['id']}" for p in chosen], tokenizer=tokenizer,
                           desc=desc if len(groups) == 1 else f"{desc} N={n}")

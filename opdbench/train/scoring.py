@@ -64,6 +64,24 @@ class TokenScores:
     topk_logp: torch.Tensor | None = None
 
 
+def gather_scores(parts: list[tuple[torch.Tensor, TokenScores]], total: int) -> TokenScores:
+    """One ``TokenScores`` over ``total`` positions from those of row subsets, each given with the
+    positions it covers (a teacher per domain scores its own rows)."""
+    import dataclasses
+
+    out = {}
+    for field in dataclasses.fields(TokenScores):
+        values = [(where, getattr(scores, field.name)) for where, scores in parts]
+        if values[0][1] is None:
+            out[field.name] = None
+            continue
+        full = values[0][1].new_zeros(total, *values[0][1].shape[1:])
+        for where, v in values:
+            full[where] = v
+        out[field.name] = full
+    return TokenScores(**out)
+
+
 @no_grad
 def score_tokens(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tokens: torch.Tensor,
                  temperature: float = 1.0, topk: int = 0, entropy: bool = False, sq_norm: bool = False,

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from opdbench.code_hash import EVALUATION_CODE, package_code_hash
 from opdbench.compute import RESOURCE_KEYS, job_resources
 from opdbench.config import (compose_config, data_settings as task_data_settings, evaluation_settings, load_yaml,
-                             resolve_run, validate_config)
+                             resolve_run, role_models, validate_config)
 from opdbench.errors import ConfigError
 from opdbench.data.hub import hub_datasets, hub_models, is_hub_id, record_of
 from opdbench.data.resources import resource_pattern, resources_of
@@ -109,8 +109,8 @@ def model_settings(wildcards):
 
 def hub_model_record(wildcards, role=None):
     """A hub model's fetch record (the model and tokenizer rules read the fetched files), else nothing."""
-    source = config["task_settings"][wildcards.task][role or wildcards.role]["source"]
-    return [record_of(source)] if is_hub_id(source) else []
+    specs = role_models(config["task_settings"][wildcards.task], role or wildcards.role).values()
+    return [record_of(spec["source"]) for spec in specs if is_hub_id(spec["source"])]
 
 
 def student_hub_record(wildcards):
@@ -187,5 +187,5 @@ def jobs_without_records():
 
 
 # Paper scale builds no model: the model rule only records the hub id or path (a local job).
-TINY_MODELS = any(config["task_settings"][task][role]["source"] == "tiny"
-                  for task in config["tasks"] for role in ("teacher", "student"))
+TINY_MODELS = any(spec["source"] == "tiny" for task in config["tasks"] for role in ("teacher", "student")
+                  for spec in role_models(config["task_settings"][task], role).values())

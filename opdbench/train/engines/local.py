@@ -27,9 +27,9 @@ from opdbench.train.common import (CHECKPOINT, STREAM_MINIBATCH, STREAM_TORCH, R
                                      stream_generator, to_batch_shape)
 from opdbench.train.losses import batch_loss
 from opdbench.method import SCORING_NEEDS, Method, Progress, ScoredBatch, StudentOutput
-from opdbench.models import load_model, load_tokenizer
+from opdbench.models import load_model, load_tokenizer, teacher_refs
 from opdbench.train.rollout import Sequences, encode_prompts, pack, sample
-from opdbench.train.scoring import hidden_at_responses, logprobs_at, output_projection, score_tokens
+from opdbench.train.scoring import gather_scores, hidden_at_responses, logprobs_at, output_projection, score_tokens
 
 __all__ = ["CHECKPOINT", "LocalEngine"]
 
@@ -48,7 +48,9 @@ class LocalEngine:
         dtype = self.cfg.get("dtype", "float32")
         self.tokenizer = load_tokenizer(student_ref)
         self.student = load_model(student_ref, dtype=dtype, device=device, trainable=True)
-        self.teacher = load_model(teacher_ref, dtype=dtype, device=device)
+        # One teacher, or a mixed task's teacher per domain: each row is distilled from its domain's.
+        self.teachers = {domain: load_model(ref, dtype=dtype, device=device)
+                         for domain, ref in (teacher_refs(teacher_ref) or {None: teacher_ref}).items()}
         self.reference = None
         if "ref_logprobs" in self.needs:
             ref = student_ref if method.reference == "student" else method.reference
@@ -144,23 +146,56 @@ class LocalEngine:
         return score_tokens(hidden[m], weight, bias, seqs.responses[m], temperature=temperature,
                             chunk=self.cfg.get("scoring_chunk"), **kwargs)
 
+    def _teacher_generate(self, prompts: list[list[int]], domains: list[str | None]):
+        """``common.Generate`` for the teacher of each of this step's prompts (its domain's)."""
+        if len(self.teachers) == 1:
+            return self._generate(next(iter(self.teachers.values())))
+        domain_of = {tuple(p): d for p, d in zip(prompts, domains)}
+
+        def generate(asked, n, *args, **kwargs):
+            out: list[list[int]] = [[] for _ in range(len(asked) * n)]
+            for domain, teacher in self.teachers.items():
+                mine = [i for i, p in enumerate(asked) if domain_of[tuple(p)] == domain]
+                if mine:
+                    drafts = self._generate(teacher)([asked[i] for i in mine], n, *args, **kwargs)
+                    for k, i in enumerate(mine):
+                        out[i * n:(i + 1) * n] = drafts[k * n:(k + 1) * n]
+            return out
+        return generate
+
+    def _score_by_teacher(self, seqs: Sequences, domains: list[str | None], temperature: float, **kwargs):
+        """``_score`` under the teacher of each row (its domain's, for a teacher per domain)."""
+        if len(self.teachers) == 1:
+            return self._score(next(iter(self.teachers.values())), seqs, temperature, **kwargs)
+        m = seqs.response_mask.bool()
+        flat = torch.full(m.shape, -1, dtype=torch.long, device=m.device)
+        flat[m] = torch.arange(int(m.sum()), device=m.device)
+        parts = []
+        for domain, teacher in self.teachers.items():
+            rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], dtype=torch.long, device=m.device)
+            if len(rows):
+                parts.append((flat[rows][m[rows]], self._score(teacher, seqs.select(rows), temperature, **kwargs)))
+        return gather_scores(parts, int(m.sum()))
+
     @no_grad
     def rollout_and_score(self, step: int, progress: Progress, pool: list[int]) -> tuple[ScoredBatch, dict[str, float]]:
         cfg, n = self.cfg, self.cfg["rollouts_per_prompt"]
         idx = prompt_indices(pool, cfg["prompts_per_step"], step, self.run["seed"])
         prompts = [self.prompts[i] for i in idx]
         t0 = time.time()
+        domains = [self.rows[i].get("domain") for i in idx]
         responses, prefix_lengths = common.rollouts(self.method, cfg, prompts, progress, self.run["seed"],
                                                     self.tokenizer.eos_token_id, self._generate(self.student),
-                                                    self._generate(self.teacher))
+                                                    self._teacher_generate(prompts, domains))
         t1 = time.time()
         seqs = self._pack([p for p in prompts for _ in range(n)], responses)
         m = seqs.response_mask.bool()
         s = self._score(self.student, seqs, cfg["temperature"], entropy=True, sq_norm=True)
         t2 = time.time()
         # The teacher at temperature 1; its entropy at the rollout temperature (EOPD).
-        tch = self._score(self.teacher, seqs, 1.0, topk=self.method.topk if "teacher_topk" in self.needs else 0,
-                          entropy="teacher_entropy" in self.needs, entropy_temperature=cfg["temperature"])
+        tch = self._score_by_teacher(seqs, [d for d in domains for _ in range(n)], 1.0,
+                                     topk=self.method.topk if "teacher_topk" in self.needs else 0,
+                                     entropy="teacher_entropy" in self.needs, entropy_temperature=cfg["temperature"])
         group = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
         batch = ScoredBatch(seqs, to_batch_shape(s.logp, m), to_batch_shape(tch.logp, m),
                             to_batch_shape(s.entropy, m), group, {"sq_norm": to_batch_shape(s.sq_norm, m)})
