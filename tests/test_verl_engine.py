@@ -19,8 +19,8 @@ from opdbench.train.engines.verl.plugin import RUN_ENV, register_losses
 from opdbench.errors import ConfigError
 from opdbench.registry import get_method_class, load_methods
 from opdbench.tasks.base import get_task
-from test_verl_data import MATH_ROWS
-from test_verl_overrides import check_with_verls_classes, compose
+from test_verl_data import CODE_ROWS, MATH_ROWS
+from test_verl_overrides import check_with_verls_classes, compose, multi_teacher
 
 TINY = load_yaml(REPO / "config" / "config.yaml")
 
@@ -62,6 +62,47 @@ def test_the_launch_script_runs_verls_trainer_with_overrides_verl_accepts(tmp_pa
     cfg = compose(overrides)
     check_with_verls_classes(cfg)
     assert cfg.data.max_prompt_length == eng.max_prompt_length and cfg.ray_kwargs.ray_init.runtime_env.env_vars[RUN_ENV]
+
+
+
+MIXED = {"train": [{"generator": {"steps": [1, 2]}, "size": 1, "task": "math"},
+                   {"generator": {"stages": [1]}, "size": 1, "task": "code"}]}
+
+
+def mixed_engine(tmp_path, teacher, verl):
+    """A mixed task's run (math and code prompts, each row its domain) with ``teacher``."""
+    tok, model = tiny(tmp_path)
+    student = tmp_path / "student"
+    model.save_pretrained(student)
+    tok.save_pretrained(student)
+    run = resolve_run(TINY, "math", "opd", 0, METHODS_DIR)
+    run["train"]["verl"] = verl
+    m = get_method_class(run["method"], METHODS_DIR)(run["hparams"], run["train"], 0)
+    rows = [{**r, "domain": "math"} for r in MATH_ROWS] * 20 + [{**r, "domain": "code"} for r in CODE_ROWS] * 40
+    return VerlEngine(run, get_task("mixed", MIXED), rows, str(student), str(teacher), m, tmp_path / "run", "cuda")
+
+
+def test_a_mixed_tasks_teacher_per_domain_reaches_verl_from_the_launch_script(tmp_path):
+    eng = mixed_engine(tmp_path, multi_teacher(tmp_path), {"teacher_gpus_per_node": 2})
+    assert eng.teacher == {"math": "/models/math-teacher", "code": "/models/code-teacher"}
+    script = eng.prepare()
+    shown = subprocess.run(["bash", "-c", f"exec() {{ printf '%s\\n' \"$@\"; }}; source {script}"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    cfg = compose(shown[3:])
+    teachers = check_with_verls_classes(cfg).teacher_models
+    assert {key: t.model_path for key, t in teachers.items()} == eng.teacher
+    assert (cfg.distillation.n_gpus_per_node, [t.num_replicas for t in teachers.values()]) == (2, [1, 1])
+    # every prompt's data_source has its teacher
+    import pyarrow.parquet as pq
+    assert set(pq.read_table(tmp_path / "run" / "train.parquet").column("data_source").to_pylist()) == set(teachers)
+
+
+def test_a_domain_without_a_teacher_or_a_pool_that_does_not_split_is_refused_at_start(tmp_path):
+    with pytest.raises(ConfigError, match="the train prompts of 'code' have no teacher: the teacher model .* lists "
+                                          "teachers for math"):
+        mixed_engine(tmp_path, multi_teacher(tmp_path / "m", ("math",)), {"teacher_gpus_per_node": 2})
+    with pytest.raises(ConfigError, match=r"'base.verl.teacher_gpus_per_node' \(3\).*the 2 domain teachers"):
+        mixed_engine(tmp_path, multi_teacher(tmp_path / "mc"), {"teacher_gpus_per_node": 3})
 
 
 def test_verls_logged_metrics_become_the_suites_rows_a_resumed_attempt_replacing_its_steps(tmp_path, monkeypatch):

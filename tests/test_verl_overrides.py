@@ -1,11 +1,15 @@
 """The run's resolved config as verl's trainer overrides: composed with verl 0.9.1's own Hydra
 config and converted through its own config classes and checks, so a key verl renames fails here."""
+import json
 import os
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import METHODS_DIR, REPO
 from opdbench.config import compose_config, deep_update, load_yaml, resolve_run, validate_config
+from opdbench.train.engines.verl.data import verl_rows
+from opdbench.train.engines.verl.engine import teacher_weights
 from opdbench.train.engines.verl.overrides import CONFIG_NAME, VerlResources, loss_name, verl_overrides
 from opdbench.errors import ConfigError
 
@@ -154,3 +158,123 @@ def test_exopds_reference_is_verls_reference_worker_on_the_initial_student_at_te
     with pytest.raises(ConfigError, match="'base.temperature' \\(0.7\\)"):
         overrides(deep_update(TINY, {"base": {"temperature": 0.7}}), "exopd")
     overrides(deep_update(TINY, {"base": {"temperature": 0.7}}), "opd")  # no reference: any temperature
+
+
+# --- A teacher per domain (a mixed task's multi-teacher model, opdbench.models.teacher_refs) ---
+
+def multi_teacher(tmp_path, domains=("math", "code")):
+    """A multi-teacher model directory: model.json lists a subdirectory per domain, each a model of
+    its own (weights elsewhere: the overrides need only the paths)."""
+    root = tmp_path / "teachers"
+    for domain in domains:
+        (root / domain).mkdir(parents=True)
+        (root / domain / "model.json").write_text(json.dumps({"weights": f"/models/{domain}-teacher"}))
+    (root / "model.json").write_text(json.dumps({"weights": ".", "teachers": {d: d for d in domains}}))
+    return root
+
+
+def teacher_overrides(teacher_ref, resources, config=TINY):
+    """The overrides as VerlEngine builds them for a teacher reference."""
+    run = resolve_run(config, "math", "opd", 0, METHODS_DIR)
+    return verl_overrides(run, student="/models/student", teacher=teacher_weights(str(teacher_ref)),
+                          train_file="/data/train.parquet", n_prompts=4000, max_prompt_length=96,
+                          out_dir="/runs/opd/seed0", resources=resources)
+
+
+MULTI = [VerlResources(teacher_gpus_per_node=2), PAPER_RESOURCES,  # 4 teacher GPUs: 2 replicas each
+         VerlResources(nnodes=2, student_gpus_per_node=2, teacher_gpus_per_node=2, rollout_tp=2, teacher_tp=2)]
+
+
+@pytest.mark.parametrize("resources", MULTI, ids=["tiny", "paper", "2-nodes-tp2"])
+def test_a_teacher_per_domain_is_a_verl_teacher_each_keyed_by_its_data_source(tmp_path, resources):
+    cfg = compose(teacher_overrides(multi_teacher(tmp_path), resources))
+    distillation = check_with_verls_classes(cfg)
+    assert distillation.teacher_key == cfg.distillation.teacher_key == "data_source"
+    assert sorted(cfg.distillation.teacher_models) == ["teacher_code", "teacher_math", "teacher_model"]
+    # verl drops its default entry and keys the teachers by their routing key (no "default" teacher)
+    assert list(distillation.teacher_models) == ["math", "code"]
+    pool = resources.teacher_gpus_per_node * resources.nnodes
+    for domain, teacher in distillation.teacher_models.items():
+        assert (teacher.key, teacher.model_path) == (domain, f"/models/{domain}-teacher")
+        assert teacher.inference.tensor_model_parallel_size == resources.teacher_tp
+        assert teacher.world_size == pool // 2 and teacher.num_replicas == pool // 2 // resources.teacher_tp
+    # each domain's teacher is served as the single teacher is (the default entry's settings)
+    (single,) = check_with_verls_classes(compose(teacher_overrides("/models/math-teacher", resources))
+                                         ).teacher_models.values()
+    for teacher in distillation.teacher_models.values():
+        assert teacher.inference == single.inference
+
+
+def test_verl_routes_a_code_prompt_to_the_code_teacher(tmp_path):
+    """verl's own routing (the agent loop's worker and its teacher client manager, with fake vLLM
+    clients) from the data_source that data.verl_rows writes for a mixed task's code row."""
+    import asyncio
+
+    import numpy as np
+    from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, AgentLoopWorker
+    from verl.experimental.teacher_loop.teacher_manager import AsyncTeacherLLMServerManager
+
+    cfg = compose(teacher_overrides(multi_teacher(tmp_path), VerlResources(teacher_gpus_per_node=2)))
+
+    class Client:  # what an LLMServerClient answers for the teacher's prompt log-probs
+        def __init__(self):
+            self.calls = []
+
+        async def generate(self, request_id, prompt_ids, sampling_params, **kw):
+            self.calls.append(prompt_ids)
+            return SimpleNamespace(extra_fields={"prompt_ids": prompt_ids, "prompt_logprobs": [[-0.5]] * len(prompt_ids)})
+
+    clients = {"math": Client(), "code": Client()}
+    manager = AsyncTeacherLLMServerManager(cfg, clients)
+    assert manager.teacher_key == "data_source"
+    code_row = {"domain": "code", "id": 3, "problem": "p"}
+    task = SimpleNamespace(name="mixed", messages=lambda row: [{"role": "user", "content": row["problem"]}])
+    (written,) = verl_rows(task, [code_row])
+    key = manager._resolve_teacher_key(written["data_source"])
+    assert key == "code" and manager.teacher_model_configs[key].model_path == "/models/code-teacher"
+    with pytest.raises(ValueError, match="No teacher configured for routing key 'science'"):
+        manager._resolve_teacher_key("science")
+    # the agent loop's step: the sample's non-tensor data_source (a numpy object) picks the client
+    worker = SimpleNamespace(distillation_enabled=True, teacher_key=cfg.distillation.teacher_key,
+                             teacher_server_manager=manager)
+    output = AgentLoopOutput(prompt_ids=[1, 2], response_ids=[3], response_mask=[1], metrics={})
+    sample = {"data_source": np.array([written["data_source"]], dtype=object)[0]}
+    asyncio.run(AgentLoopWorker._compute_teacher_logprobs(worker, output, [1, 2], [3], validate=False,
+                                                          sample_kwargs=sample))
+    assert clients["code"].calls == [[1, 2, 3]] and clients["math"].calls == []
+    assert output.extra_fields["teacher_logprobs"].shape == (3, 1)
+
+
+def test_a_single_teacher_keeps_verls_default_entry(tmp_path):
+    """A single model (a model directory or a path) gives the overrides it always gave: verl's
+    default entry, which verl gives the whole pool and every sample."""
+    single = tmp_path / "teacher"
+    single.mkdir()
+    (single / "model.json").write_text(json.dumps({"weights": "/models/teacher"}))
+    assert teacher_weights(str(single)) == "/models/teacher"
+    args = teacher_overrides(single, PAPER_RESOURCES)
+    assert args == teacher_overrides("/models/teacher", PAPER_RESOURCES)
+    assert [a for a in args if "teacher" in a.split("=")[0]] == [
+        "distillation.teacher_models.teacher_model.model_path=/models/teacher",
+        "distillation.teacher_models.teacher_model.inference.name=vllm",
+        "distillation.teacher_models.teacher_model.inference.tensor_model_parallel_size=1",
+        "distillation.teacher_models.teacher_model.inference.gpu_memory_utilization=0.5",
+        f"distillation.teacher_models.teacher_model.inference.max_model_len={96 + TINY['base']['max_new_tokens'] + 1}",
+    ]
+    (teacher,) = check_with_verls_classes(compose(args)).teacher_models.values()
+    assert (teacher.key, teacher.num_replicas) == ("default", 4)
+
+
+def test_a_teacher_pool_that_does_not_split_evenly_between_the_domains_is_refused(tmp_path):
+    three = multi_teacher(tmp_path, ("math", "code", "science"))
+    with pytest.raises(ConfigError, match=r"'base.verl.teacher_gpus_per_node' \(4\): the teacher pool of 1 node\(s\) "
+                                          r"x 4 GPUs holds 4 replicas of teacher_tp 1 GPU\(s\), which cannot be split "
+                                          r"evenly between the 3 domain teachers \(math, code, science\).* e.g. 3 or 6"):
+        teacher_overrides(three, PAPER_RESOURCES)
+    with pytest.raises(ConfigError, match=r"\(2\).*2 node\(s\) x 2 GPUs holds 2 replicas of teacher_tp 2.* e.g. 6"):
+        teacher_overrides(three, MULTI[2])
+    with pytest.raises(ConfigError, match=r"\(1\).*1 replicas.*the 2 domain teachers.* e.g. 2"):
+        teacher_overrides(multi_teacher(tmp_path / "two"), VerlResources())  # fewer replicas than domains
+    # the suggested size splits: 2 replicas each, which verl's checks accept
+    cfg = compose(teacher_overrides(three, VerlResources(student_gpus_per_node=4, teacher_gpus_per_node=6)))
+    assert [t.num_replicas for t in check_with_verls_classes(cfg).teacher_models.values()] == [2, 2, 2]

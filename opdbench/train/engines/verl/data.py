@@ -22,11 +22,17 @@ from opdbench.atomic import atomic_path
 COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
 
+def data_source(task, row: dict[str, Any]) -> str:
+    """A row's ``data_source``: a mixed task's row its domain (the task that scores it, the key of its
+    teacher in a multi-teacher run), any other row the task's name."""
+    return row.get("domain", task.name)
+
+
 def verl_rows(task, rows: list[dict[str, Any]], split: str = "train") -> list[dict[str, Any]]:
     return [{
-        "data_source": row.get("domain", task.name),  # a mixed task's row: its domain's task
+        "data_source": data_source(task, row),
         "prompt": task.messages(row),
-        "ability": row.get("domain", task.name),
+        "ability": data_source(task, row),
         "reward_model": {"style": "rule", "ground_truth": json.dumps(row, sort_keys=True)},
         "extra_info": {"split": split, "index": index, "id": row.get("id", index)},
     } for index, row in enumerate(rows)]

@@ -17,8 +17,17 @@ from typing import Any
 from opdbench.atomic import atomic_dir, atomic_write_text
 from opdbench.train.engines import check_capabilities, register_engine
 from opdbench.train.engines.verl import data, launch
-from opdbench.train.engines.verl.overrides import VerlResources, verl_overrides
+from opdbench.train.engines.verl.overrides import VerlResources, teacher_replicas, verl_overrides
 from opdbench.errors import ConfigError
+
+
+def teacher_weights(teacher_ref: str) -> str | dict[str, str]:
+    """The teacher's weights; for a multi-teacher model (a mixed task's teacher per domain,
+    ``models.teacher_refs``) domain -> weights, one verl teacher each (``overrides._teachers``)."""
+    from opdbench.models import resolve_weights, teacher_refs
+
+    refs = teacher_refs(teacher_ref)
+    return resolve_weights(teacher_ref) if refs is None else {domain: resolve_weights(ref) for domain, ref in refs.items()}
 
 
 @register_engine("verl")
@@ -42,9 +51,18 @@ class VerlEngine:
 
         self.run, self.task, self.rows, self.method = run, task, train_rows, method
         self.out_dir = Path(out_dir)
-        self.student, self.teacher = resolve_weights(student_ref), resolve_weights(teacher_ref)
+        self.student, self.teacher = resolve_weights(student_ref), teacher_weights(teacher_ref)
+        if isinstance(self.teacher, dict):  # verl would stop at the first prompt without a teacher
+            missing = sorted({data.data_source(task, row) for row in train_rows} - set(self.teacher))
+            if missing:
+                raise ConfigError(f"the train prompts of {', '.join(map(repr, missing))} have no teacher: the "
+                                  f"teacher model {teacher_ref} lists teachers for "
+                                  f"{', '.join(self.teacher) or 'no domain'} (verl routes each prompt to the "
+                                  f"teacher of its data_source)")
         self.tokenizer = load_tokenizer(student_ref)
         self.resources = VerlResources.from_settings(run["train"].get("verl"))
+        if isinstance(self.teacher, dict):
+            teacher_replicas(self.resources, list(self.teacher))  # the pool splits evenly, or a ConfigError now
         # verl refuses a prompt longer than data.max_prompt_length: the longest one sets it.
         self.max_prompt_length = max(len(ids) for ids in encode_prompts(self.tokenizer, task, train_rows))
         self.python = sys.executable

@@ -10,11 +10,15 @@ Units differ between the suite and verl, and the conversions are exact or refuse
 - the loss: the method's own loss is registered with verl (``plugin``) under ``loss_name``; verl
   backpropagates it (``use_policy_gradient: false``) without task rewards, clamps or a KL term;
   the method's terms are aggregated with the run's ``loss_agg_mode`` over the global batch by the
-  plugin, so verl's own aggregation is ``token-sum``.
+  plugin, so verl's own aggregation is ``token-sum``;
+- the teacher: one model in verl's default teacher entry, or (a mixed task's multi-teacher model)
+  one entry per domain, keyed by the domain that each row carries as ``data_source``, the teacher
+  pool split evenly between them or refused.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -116,6 +120,98 @@ def _reference(run: dict[str, Any], needs: frozenset[str], max_len: int) -> list
             f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={max(16384, max_len)}"]
 
 
+# verl's single-teacher entry: it takes the whole teacher pool (verl sets its replicas) and every sample.
+TEACHER_ENTRY = "distillation.teacher_models.teacher_model"
+TEACHER_MODELS = "distillation.teacher_models"
+# What verl 0.9.1's default entry (distillation.yaml, teacher_models.teacher_model) holds besides the
+# settings the suite sets (_teacher_inference). An entry added for a domain starts empty (verl's
+# dataclass defaults differ: enforce_eager, max_num_seqs, prompt_length, ...), so it gets these and each
+# domain's teacher is served as the single teacher is (tests/test_verl_overrides.py compares them).
+TEACHER_INFERENCE_DEFAULTS = (
+    ("_target_", "verl.workers.config.RolloutConfig"),
+    ("dtype", "${oc.select:actor_rollout_ref.rollout.dtype}"),
+    ("enforce_eager", "true"),
+    ("cudagraph_capture_sizes", "null"),
+    ("free_cache_engine", "true"),
+    ("data_parallel_size", "1"),
+    ("expert_parallel_size", "1"),
+    ("max_num_batched_tokens", "8192"),
+    ("max_num_seqs", "1024"),
+    ("load_format", "auto"),
+    ("engine_kwargs", "{}"),
+    ("limit_images", "null"),
+    ("enable_chunked_prefill", "true"),
+    ("enable_prefix_caching", "true"),
+    ("disable_log_stats", "true"),
+    ("skip_tokenizer_init", "true"),
+    ("prompt_length", "${oc.select:actor_rollout_ref.rollout.prompt_length}"),
+    ("response_length", "${oc.select:actor_rollout_ref.rollout.response_length}"),
+    ("temperature", "${oc.select:actor_rollout_ref.rollout.temperature}"),
+)
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9_]+")  # part of a Hydra key (teacher_<domain>)
+
+
+def teacher_entry(domain: str) -> str:
+    """The name of a domain's teacher in ``distillation.teacher_models`` (not verl's ``teacher_model``,
+    which verl drops as soon as another entry is added)."""
+    return f"teacher_{domain}"
+
+
+def teacher_replicas(resources: VerlResources, domains: list[str]) -> int:
+    """Replicas (of ``teacher_tp`` GPUs each) of every domain's teacher: the teacher pool split evenly.
+
+    verl 0.9.1 (DistillationConfig) needs each teacher's ``num_replicas * tensor_model_parallel_size``
+    summed over the teachers to equal the pool (``distillation.n_gpus_per_node * nnodes``), each
+    teacher with whole replicas; it would take an uneven split (4 GPUs, 3 teachers: 2 + 1 + 1), the
+    suite gives every domain the same share and refuses a pool it cannot split so."""
+    if not domains:
+        raise ConfigError("the teacher's model.json lists no teachers (an empty 'teachers'): a teacher per domain "
+                          "needs at least one domain")
+    tp, per_node, nnodes, k = resources.teacher_tp, resources.teacher_gpus_per_node, resources.nnodes, len(domains)
+    pool = nnodes * per_node // tp  # whole replicas: from_settings checked teacher_tp | teacher_gpus_per_node
+    if pool % k == 0:
+        return pool // k
+    step = tp * (k // math.gcd(nnodes, k))  # the teacher_gpus_per_node values that split evenly: its multiples
+    fits = sorted({step * (per_node // step), step * -(-per_node // step)} - {0})
+    raise ConfigError(f"config key 'base.verl.teacher_gpus_per_node' ({per_node}): the teacher pool of {nnodes} "
+                      f"node(s) x {per_node} GPUs holds {pool} replicas of teacher_tp {tp} GPU(s), which cannot be "
+                      f"split evenly between the {k} domain teachers ({', '.join(domains)}): verl 0.9.1 gives each "
+                      f"teacher whole replicas filling the pool, the suite the same number to each domain; use a "
+                      f"teacher_gpus_per_node for which nnodes x teacher_gpus_per_node / teacher_tp is a multiple "
+                      f"of {k}, e.g. {' or '.join(map(str, fits))}")
+
+
+def _teacher_inference(entry: str, resources: VerlResources, max_len: int) -> list[str]:
+    return [f"{entry}.inference.name=vllm",
+            f"{entry}.inference.tensor_model_parallel_size={resources.teacher_tp}",
+            f"{entry}.inference.gpu_memory_utilization={resources.gpu_memory_utilization}",
+            f"{entry}.inference.max_model_len={max_len + 1}"]
+
+
+def _teachers(teacher: str | Path | dict[str, str | Path], resources: VerlResources, max_len: int) -> list[str]:
+    """The teacher overrides: one teacher in verl's default entry; or, for a teacher per domain, one
+    entry each (``teacher_<domain>``, ``key``: the domain, the ``data_source`` that ``data.verl_rows``
+    writes and verl routes a sample by, ``distillation.teacher_key``), the pool split evenly
+    (``teacher_replicas``). verl then drops its default entry."""
+    if not isinstance(teacher, dict):
+        return [f"{TEACHER_ENTRY}.model_path={teacher}", *_teacher_inference(TEACHER_ENTRY, resources, max_len)]
+    bad = [d for d in teacher if not DOMAIN_NAME.fullmatch(d)]
+    if bad:
+        raise ConfigError(f"teacher domains {bad}: a domain's teacher is a verl config key, teacher_<domain>; "
+                          f"use letters, digits and '_'")
+    replicas = teacher_replicas(resources, list(teacher))
+    lines = ["distillation.teacher_key=data_source"]  # verl's default, stated: data.verl_rows writes the domain there
+    for domain, path in teacher.items():
+        entry = f"+{TEACHER_MODELS}.{teacher_entry(domain)}"
+        lines += [f"{entry}._target_=verl.workers.config.DistillationTeacherModelConfig",
+                  f"{entry}.key='{domain}'",  # quoted: a string for Hydra whatever the name
+                  f"{entry}.model_path={path}",
+                  f"{entry}.num_replicas={replicas}",
+                  *(f"{entry}.inference.{key}={value}" for key, value in TEACHER_INFERENCE_DEFAULTS),
+                  *_teacher_inference(entry, resources, max_len)]
+    return lines
+
+
 def method_needs(run: dict[str, Any]) -> frozenset[str]:
     """What the run's method needs from scoring (its method file's ``needs``)."""
     from opdbench.train.engines.verl.launch import methods_dir
@@ -124,15 +220,16 @@ def method_needs(run: dict[str, Any]) -> frozenset[str]:
     return frozenset(get_method_class(run["method"], methods_dir()).needs)
 
 
-def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | Path, train_file: str | Path,
-                   n_prompts: int, max_prompt_length: int, out_dir: str | Path,
+def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | Path | dict[str, str | Path],
+                   train_file: str | Path, n_prompts: int, max_prompt_length: int, out_dir: str | Path,
                    resources: VerlResources = VerlResources(), logger: tuple[str, ...] = ("console", "file"),
                    needs: frozenset[str] | None = None) -> list[str]:
     """Hydra overrides (``key=value``) of verl's ``ppo_trainer`` config for one resolved run.
 
-    ``n_prompts``: rows of the train parquet; ``max_prompt_length``: the longest encoded prompt
-    (verl refuses longer ones instead of truncating them); ``needs``: the method's (default: its
-    method file's)."""
+    ``teacher``: the teacher's weights, or domain -> weights for a teacher per domain (a mixed task's
+    multi-teacher model, ``models.teacher_refs``; ``_teachers``); ``n_prompts``: rows of the train
+    parquet; ``max_prompt_length``: the longest encoded prompt (verl refuses longer ones instead of
+    truncating them); ``needs``: the method's (default: its method file's)."""
     train, method = run["train"], run["method"]
     n, per_step = train["rollouts_per_prompt"], train["prompts_per_step"]
     if train["mini_batch_size"] % n:
@@ -153,7 +250,6 @@ def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | P
     epochs = math.ceil(train["steps"] / (n_prompts // per_step))
     max_len = max_prompt_length + train["max_new_tokens"]
     out_dir = Path(out_dir)
-    teacher_key = "distillation.teacher_models.teacher_model"
     seed = run["seed"]
     needs = method_needs(run) if needs is None else needs
     return [
@@ -209,15 +305,11 @@ def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | P
         f"actor_rollout_ref.rollout.tensor_model_parallel_size={resources.rollout_tp}",
         f"actor_rollout_ref.rollout.gpu_memory_utilization={resources.gpu_memory_utilization}",
         f"actor_rollout_ref.rollout.max_model_len={max_len + 1}",
-        # on-policy distillation: the teacher in verl's teacher pool, the loss the method's
+        # on-policy distillation: the teacher (or each domain's) in verl's teacher pool, the loss the method's
         "distillation.enabled=True",
         f"distillation.n_gpus_per_node={resources.teacher_gpus_per_node}",
         f"distillation.nnodes={resources.nnodes}",
-        f"{teacher_key}.model_path={teacher}",
-        f"{teacher_key}.inference.name=vllm",
-        f"{teacher_key}.inference.tensor_model_parallel_size={resources.teacher_tp}",
-        f"{teacher_key}.inference.gpu_memory_utilization={resources.gpu_memory_utilization}",
-        f"{teacher_key}.inference.max_model_len={max_len + 1}",
+        *_teachers(teacher, resources, max_len),
         f"distillation.distillation_loss.loss_mode={loss_name(method)}",
         "distillation.distillation_loss.use_task_rewards=False",
         "distillation.distillation_loss.use_policy_gradient=False",
