@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from opdbench.config import compose_config, load_yaml
+from opdbench.config import compose_config, load_yaml, role_models
 from opdbench.data.catalog import data_sources
 from opdbench.data.hub import hub_datasets, hub_models
 from opdbench.data.resources import resources_of
@@ -63,19 +63,19 @@ def jobs_by_rule(stdout: str) -> dict[str, list[dict[str, str]]]:
 
 
 def stand_in_data(workdir: Path, config: dict) -> None:
-    """One-problem files where an experiment reads its data from resources/, and directories for its
-    local models (as a user places them)."""
+    """One-problem files where an experiment reads its data from a file of its own (not one the
+    workflow fetches), and directories for its local models (as a user places them)."""
     for task in config["tasks"]:
         data = config["task_settings"][task]["data"]
         for _, spec in data_sources(data):
-            if "path" in spec:
+            if "path" in spec and not spec["path"].startswith("resources/"):
                 path = workdir / spec["path"]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text('{"problem": "1 + 1 = ?", "answer": "2"}\n')
         for role in ("teacher", "student"):  # a model the user trained and placed (e.g. ExOPD's RL teachers)
-            source = config["task_settings"][task][role]["source"]
-            if source.startswith("resources/"):
-                (workdir / source).mkdir(parents=True, exist_ok=True)
+            for spec in role_models(config["task_settings"][task], role).values():
+                if spec["source"].startswith("resources/"):
+                    (workdir / spec["source"]).mkdir(parents=True, exist_ok=True)
 
 
 def expected_train_gpus(base: dict) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import METHODS_DIR, REPO
-from opdbench.config import benchmark_samples, compose_config, deep_update, load_yaml, resolve_run, validate_config
+from opdbench.config import benchmark_samples, role_models, compose_config, deep_update, load_yaml, resolve_run, validate_config
 from opdbench.train.engines.verl.overrides import VerlResources, verl_overrides
 
 EXPERIMENTS = REPO / "config" / "experiments"
@@ -25,6 +25,10 @@ LUFFY = {name: f"luffy/{file}" for name, file in [
     ("aime24", "aime24"), ("aime25", "aime25"), ("amc23", "amc23"), ("math500", "math500"), ("minerva", "minerva"),
     ("olympiad", "olympiad_bench")]}
 G_OPD_BENCHMARKS = {name: f"g_opd/{name}" for name in ("aime24", "aime25", "hmmt25_feb", "hmmt25_nov")}
+# G-OPD's multi-teacher training set and code evaluation (README; code_eval: N = 4)
+MATH_AND_CODE = [("math", "g_opd/math_and_code_math"), ("code", "g_opd/math_and_code_code")]
+G_OPD_CODE = {"humaneval_plus": "evalplus", "mbpp_plus": "evalplus", "livecodebench_v6": "livecodebench release_v6"}
+G_OPD_SAMPLES = {**{b: 32 for b in G_OPD_BENCHMARKS}, **{b: 4 for b in G_OPD_CODE}}
 # What a paper's settings share: REOPOLD's App. D math (both sizes), G-OPD's scripts (both settings).
 REOPOLD_MATH = dict(
     engine="verl", methods=["opd", "reopold", "exopd"], train_data="luffy/openr1_math_46k_8192",
@@ -92,6 +96,28 @@ FILES = {
     "exopd_strong_to_weak.yaml": dict(
         G_OPD, source=f"{G_OPD_SOURCE}; PUBLISHED_EXTRA.md (strong-to-weak)", paper_method=None,
         teacher="Qwen/Qwen3-30B-A3B-Instruct-2507", student="Qwen/Qwen3-1.7B", train=dict(G_OPD["train"], steps=100)),
+    "exopd_multi_teacher.yaml": dict(
+        G_OPD, source=f"{G_OPD_SOURCE} (multi-teacher script, README); PUBLISHED_EXTRA.md (same size, multi-teacher)",
+        paper_method="exopd", task="math_code",
+        teacher={"by_domain": {"math": {"source": "resources/models/Qwen3-4B-Non-Thinking-RL-Math"},
+                               "code": {"source": "resources/models/Qwen3-4B-Non-Thinking-RL-Code"}}},
+        student="Qwen/Qwen3-4B", train=dict(G_OPD["train"], steps=50),
+        train_data=MATH_AND_CODE, benchmarks={**G_OPD_BENCHMARKS, **G_OPD_CODE}, samples=G_OPD_SAMPLES),
+    "uniopd_multi_teacher.yaml": dict(
+        source=f"{UNI_OPD} (multi_teacher/); PUBLISHED_EXTRA.md (multi-teacher)", paper_method="uniopd",
+        task="math_code", engine="local", methods=["opd", "exopd", "uniopd"],
+        teacher={"by_domain": {"math": {"source": "resources/models/Qwen3-4B-RL-Math"},
+                               "code": {"source": "resources/models/Qwen3-4B-RL-Code"}}},
+        student="Qwen/Qwen3-4B",
+        train=dict(steps=50, prompts_per_step=64, rollouts_per_prompt=16, mini_batch_size=1024, lr=1.0e-6,
+                   lr_schedule="constant_with_warmup", warmup_steps=5, weight_decay=0.1, adam_betas=[0.9, 0.98],
+                   max_new_tokens=16384, temperature=1.0, clip_ratio_low=0.2, clip_ratio_high=0.28,
+                   loss_agg_mode="seq-mean-token-mean"),
+        evaluation=dict(n_samples=32, temperature=1.0, top_p=1.0, max_new_tokens=16384),
+        hparams={"uniopd": dict(delta=0.4, margin="spread", max_gap=10.0, online_balance=True, offline_balance=True,
+                                difficulty_samples=8, difficulty_prompts=None),
+                 "exopd": dict(lam=1.25)},
+        train_data=MATH_AND_CODE, benchmarks={**G_OPD_BENCHMARKS, **G_OPD_CODE}, samples=G_OPD_SAMPLES),
     "uniopd_single_teacher.yaml": dict(
         source=f"{UNI_OPD}; shared/seeds/002 (evaluation, 50 steps); PUBLISHED_EXTRA.md", paper_method="uniopd",
         engine="local", methods=["opd", "exopd", "uniopd"],
@@ -129,9 +155,9 @@ def test_every_experiment_file_has_checked_numbers_and_passes_the_start_up_check
     # teachers that are not on the hub are local directories the user places (docs/experiments.md)
     monkeypatch.chdir(tmp_path)
     for role in ("teacher", "student"):
-        source = config["task_settings"][FILES[name].get("task", "math")][role]["source"]
-        if source.startswith("resources/"):
-            (tmp_path / source).mkdir(parents=True)
+        for spec in role_models(config["task_settings"][FILES[name].get("task", "math")], role).values():
+            if spec["source"].startswith("resources/"):
+                (tmp_path / spec["source"]).mkdir(parents=True)
     validate_config(config, METHODS_DIR, jobs_run_here=False)  # vLLM's import is checked where the jobs run
 
 
@@ -144,7 +170,8 @@ def test_the_file_and_each_resolved_run_state_the_papers_numbers(name):
     math = config["task_settings"][task]
     assert config["tasks"] == [task] and config["methods"] == want["methods"]
     assert config["base"]["engine"] == want["engine"] and config["base"]["device"] == "cuda"
-    assert (math["teacher"], math["student"]) == ({"source": want["teacher"]}, {"source": want["student"]})
+    teacher = want["teacher"] if isinstance(want["teacher"], dict) else {"source": want["teacher"]}
+    assert (math["teacher"], math["student"]) == (teacher, {"source": want["student"]})
     data = math["data"]
     assert where_from(data["train"]) == want["train_data"]
     assert {b: where_from(spec) for b, spec in data["benchmarks"].items()} == want["benchmarks"]
@@ -183,7 +210,7 @@ def test_verl_accepts_each_run_of_a_verl_file(name):
     config = composed(name)
     resources = VerlResources.from_settings(config["base"]["verl"])
     for run_name in config["methods"]:
-        run = resolve_run(config, "math", run_name, 0, METHODS_DIR)
+        run = resolve_run(config, FILES[name].get("task", "math"), run_name, 0, METHODS_DIR)
         verl_overrides(run, student="/models/student", teacher="/models/teacher", train_file="/data/train.parquet",
                        n_prompts=40_000, max_prompt_length=1024, out_dir="/runs/x", resources=resources)
 

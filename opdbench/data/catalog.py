@@ -43,6 +43,13 @@ CATALOG: dict[str, dict[str, Any]] = {
     "g_opd/hmmt25_nov": {"path": "resources/g_opd/hmmt25_nov.jsonl"},
     "g_opd/deepmath_103k_level6": {
         "path": f"{HUB}/Keven16/G-OPD-Training-Data/DeepMath-103K/train_filtered_level6.parquet", **VERL_LAYOUT},
+    # G-OPD's multi-teacher training set (math from DeepMath-103K, code from Eurus-2-RL), each row's
+    # teacher in extra_info.opd_teacher (its README, "Multi-Teacher Distillation"); the code rows
+    # train as prompts without tests.
+    **{f"g_opd/math_and_code_{domain}": {
+        "path": f"{HUB}/Keven16/G-OPD-Training-Data/math_and_code/train.parquet", **VERL_LAYOUT,
+        "where": {"extra_info.opd_teacher": domain}, **({"answer_key": None} if domain == "code" else {})}
+       for domain in ("math", "code")},
     # TrOPD Sec. 5.1: OpenThoughts3's math prompts; the dataset keeps no reference answer.
     "openthoughts3/math": {"path": f"{HUB}/open-thoughts/OpenThoughts3-1.2M/**/*.parquet",
                            "problem_key": "conversations.0.value", "answer_key": None, "where": {"domain": "math"}},
