@@ -29,6 +29,18 @@ G_OPD_BENCHMARKS = {name: f"g_opd/{name}" for name in ("aime24", "aime25", "hmmt
 MATH_AND_CODE = [("math", "g_opd/math_and_code_math"), ("code", "g_opd/math_and_code_code")]
 G_OPD_CODE = {"humaneval_plus": "evalplus", "mbpp_plus": "evalplus", "livecodebench_v6": "livecodebench release_v6"}
 G_OPD_SAMPLES = {**{b: 32 for b in G_OPD_BENCHMARKS}, **{b: 4 for b in G_OPD_CODE}}
+# Uni-OPD's scripts (single- and multi-teacher set the same numbers)
+UNI_OPD_RECIPE = dict(
+    engine="local", methods=["opd", "exopd", "uniopd"],
+    train=dict(steps=50, prompts_per_step=64, rollouts_per_prompt=16, mini_batch_size=1024, lr=1.0e-6,
+               lr_schedule="constant_with_warmup", warmup_steps=5, weight_decay=0.1, adam_betas=[0.9, 0.98],
+               max_new_tokens=16384, temperature=1.0, clip_ratio_low=0.2, clip_ratio_high=0.28,
+               loss_agg_mode="seq-mean-token-mean"),
+    evaluation=dict(n_samples=32, temperature=1.0, top_p=1.0, max_new_tokens=16384),
+    hparams={"uniopd": dict(delta=0.4, margin="spread", max_gap=10.0, online_balance=True, offline_balance=True,
+                            difficulty_samples=8, difficulty_prompts=None),
+             "exopd": dict(lam=1.25)},
+)
 # What a paper's settings share: REOPOLD's App. D math (both sizes), G-OPD's scripts (both settings).
 REOPOLD_MATH = dict(
     engine="verl", methods=["opd", "reopold", "exopd"], train_data="luffy/openr1_math_46k_8192",
@@ -104,32 +116,16 @@ FILES = {
         student="Qwen/Qwen3-4B", train=dict(G_OPD["train"], steps=50),
         train_data=MATH_AND_CODE, benchmarks={**G_OPD_BENCHMARKS, **G_OPD_CODE}, samples=G_OPD_SAMPLES),
     "uniopd_multi_teacher.yaml": dict(
-        source=f"{UNI_OPD} (multi_teacher/); PUBLISHED_EXTRA.md (multi-teacher)", paper_method="uniopd",
-        task="math_code", engine="local", methods=["opd", "exopd", "uniopd"],
+        UNI_OPD_RECIPE, source=f"{UNI_OPD} (multi_teacher/); PUBLISHED_EXTRA.md (multi-teacher)",
+        paper_method="uniopd", task="math_code",
         teacher={"by_domain": {"math": {"source": "resources/models/Qwen3-4B-RL-Math"},
                                "code": {"source": "resources/models/Qwen3-4B-RL-Code"}}},
         student="Qwen/Qwen3-4B",
-        train=dict(steps=50, prompts_per_step=64, rollouts_per_prompt=16, mini_batch_size=1024, lr=1.0e-6,
-                   lr_schedule="constant_with_warmup", warmup_steps=5, weight_decay=0.1, adam_betas=[0.9, 0.98],
-                   max_new_tokens=16384, temperature=1.0, clip_ratio_low=0.2, clip_ratio_high=0.28,
-                   loss_agg_mode="seq-mean-token-mean"),
-        evaluation=dict(n_samples=32, temperature=1.0, top_p=1.0, max_new_tokens=16384),
-        hparams={"uniopd": dict(delta=0.4, margin="spread", max_gap=10.0, online_balance=True, offline_balance=True,
-                                difficulty_samples=8, difficulty_prompts=None),
-                 "exopd": dict(lam=1.25)},
         train_data=MATH_AND_CODE, benchmarks={**G_OPD_BENCHMARKS, **G_OPD_CODE}, samples=G_OPD_SAMPLES),
     "uniopd_single_teacher.yaml": dict(
-        source=f"{UNI_OPD}; shared/seeds/002 (evaluation, 50 steps); PUBLISHED_EXTRA.md", paper_method="uniopd",
-        engine="local", methods=["opd", "exopd", "uniopd"],
+        UNI_OPD_RECIPE, source=f"{UNI_OPD}; shared/seeds/002 (evaluation, 50 steps); PUBLISHED_EXTRA.md",
+        paper_method="uniopd",
         teacher="resources/models/Qwen3-4B-RL-Math", student="Qwen/Qwen3-4B",
-        train=dict(steps=50, prompts_per_step=64, rollouts_per_prompt=16, mini_batch_size=1024, lr=1.0e-6,
-                   lr_schedule="constant_with_warmup", warmup_steps=5, weight_decay=0.1, adam_betas=[0.9, 0.98],
-                   max_new_tokens=16384, temperature=1.0, clip_ratio_low=0.2, clip_ratio_high=0.28,
-                   loss_agg_mode="seq-mean-token-mean"),
-        evaluation=dict(n_samples=32, temperature=1.0, top_p=1.0, max_new_tokens=16384),
-        hparams={"uniopd": dict(delta=0.4, margin="spread", max_gap=10.0, online_balance=True, offline_balance=True,
-                                difficulty_samples=8, difficulty_prompts=None),
-                 "exopd": dict(lam=1.25)},
         train_data=G_OPD["train_data"], benchmarks=G_OPD_BENCHMARKS),
 }
 
