@@ -31,7 +31,7 @@ G_OPD_CODE = {"humaneval_plus": "evalplus", "mbpp_plus": "evalplus", "livecodebe
 G_OPD_SAMPLES = {**{b: 32 for b in G_OPD_BENCHMARKS}, **{b: 4 for b in G_OPD_CODE}}
 # Uni-OPD's scripts (single- and multi-teacher set the same numbers)
 UNI_OPD_RECIPE = dict(
-    engine="local", methods=["opd", "exopd", "uniopd"],
+    engine="verl", methods=["opd", "exopd", "uniopd"],
     train=dict(steps=50, prompts_per_step=64, rollouts_per_prompt=16, mini_batch_size=1024, lr=1.0e-6,
                lr_schedule="constant_with_warmup", warmup_steps=5, weight_decay=0.1, adam_betas=[0.9, 0.98],
                max_new_tokens=16384, temperature=1.0, clip_ratio_low=0.2, clip_ratio_high=0.28,

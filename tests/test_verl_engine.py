@@ -285,3 +285,42 @@ def test_a_multi_node_run_makes_one_ray_cluster_of_its_slurm_allocation_before_v
     env.pop("SLURM_JOB_ID", None)
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "submit it through SLURM (profiles/slurm)" in proc.stderr
+
+
+def test_uniopds_difficulty_profile_runs_before_verl_and_its_pool_is_the_training_parquet(tmp_path, monkeypatch):
+    """Uni-OPD on verl: the initial student's difficulty profile (profile.py, a process of its own: the
+    local engine's profile_difficulty with the generation interface, transformers here) gives the pool
+    of prompt indices that the training parquet holds, upsampled prompts repeated; a second prepare
+    (a resumed run) reuses the profile."""
+    import pyarrow.parquet as pq
+
+    from opdbench.config import deep_update
+    from opdbench.train import common
+
+    tok, model = tiny(tmp_path)
+    student = tmp_path / "student"
+    model.save_pretrained(student)
+    tok.save_pretrained(student)
+    config = deep_update(TINY, {"base": {"max_new_tokens": 8},
+                                "method_settings": {"uniopd": {"difficulty_prompts": 24, "difficulty_samples": 2}}})
+    run = resolve_run(config, "math", "uniopd", 0, METHODS_DIR)
+    method = get_method_class("uniopd", METHODS_DIR)(run["hparams"], run["train"], 0)
+    rows = MATH_ROWS * 40
+    eng = VerlEngine(run, get_task("math"), rows, str(student), str(student), method, tmp_path / "run", "cuda")
+    eng.prepare()
+    profile = json.loads((tmp_path / "run" / "difficulty.json").read_text())
+    assert profile["config_hash"] == run["config_hash"] and profile["backend"] == "hf"
+    counts = {int(k): v for k, v in profile["value"].items()}
+    assert len(counts) == 24 and all(0 <= v <= 2 for v in counts.values())
+    table = pq.read_table(tmp_path / "run" / "train.parquet").to_pylist()
+    assert [r["extra_info"]["index"] for r in table] == common.prompt_pool(method, len(rows), counts)
+    # a resumed run reuses the profile (no second profiling process); with prompts of mid difficulty
+    # (1 of 2 right: an untrained student solves none) those appear twice (upsample 2)
+    mid = {i: i % 3 for i in counts}
+    (tmp_path / "run" / "difficulty.json").write_text(json.dumps({**profile, "value": mid}))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("profiled twice"))
+    eng.prepare()
+    pool = common.prompt_pool(method, len(rows), mid)
+    table = pq.read_table(tmp_path / "run" / "train.parquet").to_pylist()
+    assert [r["extra_info"]["index"] for r in table] == pool and len(pool) > len(set(pool))
+    assert [json.loads(r["reward_model"]["ground_truth"]) for r in table] == [rows[i] for i in pool]

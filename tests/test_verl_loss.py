@@ -23,6 +23,7 @@ from opdbench.train.rollout import Sequences
 TINY = load_yaml(REPO / "config" / "config.yaml")
 B, R, PROMPT, DP, MINI = 8, 6, 3, 2, 4  # rows, response width, prompt length, ranks, rows per mini-batch
 LENGTHS = [6, 3, 5, 1, 4, 6, 2, 5]
+OUTCOME = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # groups (pairs): mixed, all right, mixed, all wrong
 # REOPOLD's ablation switches (Table 4), each at an exploring step (0) and a refining one (7 of 10).
 REOPOLD_VARIANTS = [{}, {"bounded_credit": False}, {"entropy_selection": False}, {"schedule": False},
                     {"schedule": False, "entropy_selection": False}]
@@ -59,7 +60,14 @@ def reference(mask, logOld):
 def scored(mask, logOld, logT, entropy):
     ids = torch.zeros(B, R, dtype=torch.long)
     return ScoredBatch(Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask), logOld.clone(),
-                       logT.clone(), entropy.clone(), torch.arange(B) // 2, {"logRef": reference(mask, logOld)})
+                       logT.clone(), entropy.clone(), torch.arange(B) // 2,
+                       {"logRef": reference(mask, logOld), "outcome": OUTCOME.clone()})
+
+
+def rm_scores(mask):
+    """verl's reward per response token (Uni-OPD's outcome): the verifier's 0/1 on each response's last token."""
+    last = mask * (mask.cumsum(-1) == mask.sum(-1, keepdim=True))
+    return last * OUTCOME[:, None]
 
 
 def micro_batch(rows, logS, logOld, logT, mask, keys, step, info):
@@ -84,6 +92,7 @@ def micro_batch(rows, logS, logOld, logT, mask, keys, step, info):
         "teacher_logprobs": jag(torch.cat(teacher)[:, None]),
         **{key: value[rows] for key, value in keys.items()}}, batch_size=[len(rows)])
     tu.assign_non_tensor(data, max_response_len=R, global_steps=step + 1, **info)
+    tu.assign_non_tensor_stack(data, "uid", [f"prompt{i // 2}" for i in rows])  # verl's rollout groups: pairs
     return {"log_probs": torch.cat(out)}, data
 
 
@@ -110,7 +119,8 @@ def test_verls_loss_entry_point_gives_the_local_engines_loss_and_gradient(tmp_pa
     local.prepare(batch, progress)
     # verl: the registered trainer's preparation on verl's whole batch, then each rank's micro-batches
     # through verl's distillation loss
-    _, fields = micro_batch(list(range(B)), base, logOld, logT, mask, {"entropy": entropy}, step, {})
+    _, fields = micro_batch(list(range(B)), base, logOld, logT, mask, {"entropy": entropy, "rm_scores": rm_scores(mask)},
+                            step, {})
     keys = trainer.update_keys(fields, cls(run["hparams"], run["train"], 0), progress, MINI, DP)
     settings = DistillationConfig(distillation_loss=DistillationLossConfig(  # as overrides.py sets them
         loss_mode=loss_name(method), use_task_rewards=False, use_policy_gradient=False, loss_max_clamp=None,

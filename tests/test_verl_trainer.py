@@ -49,6 +49,12 @@ def values(key: str, name: str, n: int, scale: float = 2.0) -> torch.Tensor:
     return -scale * torch.rand(n, generator=torch.Generator().manual_seed(seed))
 
 
+def correct(key: str) -> float:
+    """A rollout's verifier outcome: prompt 0 and 2 mixed, prompt 1 all right."""
+    p, s = int(key.split("_")[0][len("prompt"):]), int(key.split("_")[1])
+    return float(p == 1 or s == 0)
+
+
 def rollouts():
     """The agent loop's rows: key ``{uid}_{session}_0``; prompt lengths 3-5, responses 1-6 tokens."""
     from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
@@ -66,6 +72,8 @@ def rollouts():
                                                    "teacher_logprobs": values(key, "teacher", seq)[:, None]})
             field = output.as_dict()
             field.update(uid=uid, session_id=s, global_steps=1)
+            # verl's reward (the task's verifier, reward.py) on the response's last token
+            field["rm_scores"] = torch.zeros(rlen).index_fill_(0, torch.tensor([rlen - 1]), correct(key))
             field["input_ids"] = torch.cat([field["prompts"], field["responses"]])
             field["position_ids"] = torch.arange(seq)
             keys.append(key)
@@ -150,11 +158,13 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
     width = max(t["response_len"] for t in tags)
     B = len(keys)
     mask, logOld, logT, entropy, logRef = (torch.zeros(B, width) for _ in range(5))
+    outcome = torch.zeros(B)
     uids = []
     for i, (key, tag) in enumerate(zip(keys, tags)):
-        uids.append(key.rsplit("_", 2)[0])
+        uids.append(key.rsplit("_", 2)[0] if not tag.get("is_padding") else f"padding{i}")  # no group of its own
         if tag.get("is_padding"):
             continue
+        outcome[i] = correct(key)
         p, r = tag["prompt_len"], tag["response_len"]
         at = slice(p - 1, p + r - 1)
         mask[i, :r] = 1
@@ -165,7 +175,7 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
     groups = {u: g for g, u in enumerate(dict.fromkeys(uids))}
     ids = torch.zeros(B, width, dtype=torch.long)
     batch = ScoredBatch(Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask), logOld, logT, entropy,
-                        torch.tensor([groups[u] for u in uids]), {"logRef": logRef})
+                        torch.tensor([groups[u] for u in uids]), {"logRef": logRef, "outcome": outcome})
     local = get_method_class(method, METHODS_DIR)(run["hparams"], run["train"], 0)
     progress = Progress(run["train"]["steps"] - 1, run["train"]["steps"])
     local.prepare(batch, progress)
@@ -177,7 +187,8 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
     return batch, tokens, logRef
 
 
-@pytest.mark.parametrize("method, extra_names", [("opd", []), ("reopold", ["entropy_mask"]), ("exopd", [])])
+@pytest.mark.parametrize("method, extra_names", [("opd", []), ("reopold", ["entropy_mask"]), ("exopd", []),
+                                                 ("uniopd", ["advantage", "loss_tokens", "margin_shift", "outcome"])])
 def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(transfer_queue, tmp_path, monkeypatch,
                                                                              method, extra_names):
     from tensordict import TensorDict  # noqa: F401  (verl's helpers below build TensorDicts)
@@ -209,7 +220,12 @@ def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(tra
     if method == "exopd":  # what the loss reads as the reference's log-probs (plugin.scored_batch)
         assert torch.equal(plugin._padded(got[plugin.REFERENCE], width) * expected.mask, logRef)
         assert logRef.abs().sum() > 0
-    prepared = {name: value for name, value in expected.extras.items() if name != "logRef"}
+    prepared = {name: value for name, value in expected.extras.items() if name not in ("logRef", "outcome")}
+    if method == "uniopd":  # the verifier's outcome, from verl's reward in TransferQueue
+        prepared["outcome"] = expected.extras["outcome"]
+        assert 0 < expected.extras["outcome"].sum() < len(seen_keys) - 2
     assert sorted(prepared) == extra_names
     for name, value in prepared.items():
-        assert torch.equal(plugin._padded(got[plugin.EXTRA + name], width).to(value.dtype), value), name
+        written = got[plugin.EXTRA + name]
+        written = plugin._padded(written, width) if value.dim() == 2 else written  # per token, or per rollout
+        assert torch.equal(written.to(value.dtype), value), name

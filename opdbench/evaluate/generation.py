@@ -52,6 +52,7 @@ class SamplingSpec:
     seed: int
     stop_token_ids: tuple[int, ...]  # a completion ends after the first of these
     logprobs: bool = False  # also return log p(token) of each sampled token (temperature 1)
+    top_k: int = 0  # sample among the k likeliest tokens only (0: all; Uni-OPD's difficulty profile: 50)
     dtype: str = "float32"  # the weights' dtype while generating (float32, bfloat16, float16)
 
 
@@ -94,7 +95,7 @@ class HFBackend:
 
     def sample(self, prompts: list[list[int]], spec: SamplingSpec, seeds: list[int]) -> list[list[Completion]]:
         responses = sample(self.model, self.tokenizer, prompts, spec.n, spec.temperature, spec.top_p,
-                           spec.max_tokens, batch_size=len(prompts) * spec.n)
+                           spec.max_tokens, batch_size=len(prompts) * spec.n, top_k=spec.top_k)
         logprobs = self._score(prompts, responses, spec.n) if spec.logprobs else [None] * len(responses)
         stops = set(spec.stop_token_ids)
         flat = [Completion(ids, "", "stop" if ids and ids[-1] in stops else "length", lp)
@@ -137,7 +138,8 @@ class VLLMBackend:
         vllm = self.vllm
         params = [vllm.SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
                                       max_tokens=spec.max_tokens, seed=seed, stop_token_ids=list(spec.stop_token_ids),
-                                      logprobs=0 if spec.logprobs else None, detokenize=False)
+                                      logprobs=0 if spec.logprobs else None, detokenize=False,
+                                      **({"top_k": spec.top_k} if spec.top_k > 0 else {}))
                   for seed in seeds]
         requests = [vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=False)

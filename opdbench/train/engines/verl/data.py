@@ -28,22 +28,26 @@ def data_source(task, row: dict[str, Any]) -> str:
     return row.get("domain", task.name)
 
 
-def verl_rows(task, rows: list[dict[str, Any]], split: str = "train") -> list[dict[str, Any]]:
+def verl_rows(task, rows: list[dict[str, Any]], split: str = "train",
+              indices: list[int] | None = None) -> list[dict[str, Any]]:
+    """``indices``: each row's prompt index (default its position; an upsampled pool repeats rows)."""
+    indices = list(range(len(rows))) if indices is None else indices
     return [{
         "data_source": data_source(task, row),
         "prompt": task.messages(row),
         "ability": data_source(task, row),
         "reward_model": {"style": "rule", "ground_truth": json.dumps(row, sort_keys=True)},
         "extra_info": {"split": split, "index": index, "id": row.get("id", index)},
-    } for index, row in enumerate(rows)]
+    } for index, row in zip(indices, rows)]
 
 
-def write_parquet(task, rows: list[dict[str, Any]], path: str | Path, split: str = "train") -> Path:
+def write_parquet(task, rows: list[dict[str, Any]], path: str | Path, split: str = "train",
+                  indices: list[int] | None = None) -> Path:
     """Write ``rows`` of ``task`` as verl's parquet at ``path`` (atomically); return the path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(verl_rows(task, rows, split))
+    table = pa.Table.from_pylist(verl_rows(task, rows, split, indices))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)

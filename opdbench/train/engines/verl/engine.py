@@ -9,6 +9,7 @@ model merger. A rerun after a kill resumes from verl's last checkpoint (``traine
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from opdbench.atomic import atomic_dir, atomic_write_text
 from opdbench.train.engines import check_capabilities, register_engine
-from opdbench.train.engines.verl import data, launch
+from opdbench.train.engines.verl import data, launch, profile
 from opdbench.train.engines.verl.overrides import VerlResources, teacher_replicas, verl_overrides
 from opdbench.errors import ConfigError
 
@@ -34,11 +35,12 @@ def teacher_weights(teacher_ref: str) -> str | dict[str, str]:
 class VerlEngine:
     # From opdbench.method.SCORING_NEEDS, what verl 0.9.1 gives a loss beyond the teacher's log-prob
     # of each sampled token: the reference model's (its reference worker, started by
-    # overrides._reference; the initial student at temperature 1). Its teacher loop returns either
-    # sampled-token or top-k log-probs in a run, not both (teacher_topk methods need both); no
-    # teacher entropy or teacher-written prefixes; its reward reaches the loss only as advantages
-    # (outcome); no pre-training difficulty profile (prompt_difficulty). docs/verl.md, "Methods".
-    capabilities: frozenset[str] = frozenset({"ref_logprobs"})
+    # overrides._reference; the initial student at temperature 1); the verifier's outcome (verl's
+    # reward, the task's verifier: reward.py, read by the registered trainer); the initial student's
+    # difficulty profile (profile.py, before verl starts; the pool becomes the training parquet). Its
+    # teacher loop returns either sampled-token or top-k log-probs in a run, not both (teacher_topk
+    # methods need both); no teacher entropy or teacher-written prefixes. docs/verl.md, "Methods".
+    capabilities: frozenset[str] = frozenset({"ref_logprobs", "outcome", "prompt_difficulty"})
 
     def __init__(self, run: dict[str, Any], task, train_rows: list[dict[str, Any]], student_ref: str,
                  teacher_ref: str, method, out_dir: Path, device: str = "cuda"):
@@ -51,6 +53,7 @@ class VerlEngine:
 
         self.run, self.task, self.rows, self.method = run, task, train_rows, method
         self.out_dir = Path(out_dir)
+        self.student_ref = student_ref
         self.student, self.teacher = resolve_weights(student_ref), teacher_weights(teacher_ref)
         if isinstance(self.teacher, dict):  # verl would stop at the first prompt without a teacher
             missing = sorted({data.data_source(task, row) for row in train_rows} - set(self.teacher))
@@ -67,12 +70,38 @@ class VerlEngine:
         self.max_prompt_length = max(len(ids) for ids in encode_prompts(self.tokenizer, task, train_rows))
         self.python = sys.executable
 
+    def prompt_pool(self) -> list[int]:
+        """The train rows' indices verl draws from: all of them, or (need ``prompt_difficulty``) the
+        method's pool from the initial student's difficulty profile, made once per run by profile.py
+        in a process of its own and kept beside the checkpoints (a resumed run reuses it)."""
+        from opdbench.train import common
+
+        if "prompt_difficulty" not in type(self.method).needs:
+            return list(range(len(self.rows)))
+        path = self.out_dir / "difficulty.json"
+        state = json.loads(path.read_text()) if path.exists() else {}
+        if state.get("config_hash") != self.run["config_hash"]:
+            rows_file = self.out_dir / "profile_rows.jsonl"
+            atomic_write_text(rows_file, "".join(json.dumps(r) + "\n" for r in self.rows))
+            job = {"student": self.student_ref, "task": self.task.name, "task_cfg": self.task.cfg,
+                   "rows": str(rows_file), "method": self.run["method"], "hparams": self.run["hparams"],
+                   "train": self.run["train"], "seed": self.run["seed"], "config_hash": self.run["config_hash"],
+                   "backend": profile.backend(), "out": str(path)}
+            job_file = self.out_dir / "profile_job.json"
+            atomic_write_text(job_file, json.dumps(job, default=str))
+            subprocess.run([self.python, "-m", "opdbench.train.engines.verl.profile", str(job_file)], check=True,
+                           env={**os.environ, launch.METHODS_ENV: str(launch.methods_dir())})
+            state = json.loads(path.read_text())
+        return common.prompt_pool(self.method, len(self.rows), state["value"])
+
     def prepare(self) -> Path:
         """Write the run's inputs and its launch script; return the script."""
-        train_file = data.write_parquet(self.task, self.rows, self.out_dir / "train.parquet")
+        pool = self.prompt_pool()
+        train_file = data.write_parquet(self.task, [self.rows[i] for i in pool], self.out_dir / "train.parquet",
+                                        indices=pool)
         launch.write_run_file(self.run, self.out_dir)
         overrides = verl_overrides(self.run, student=self.student, teacher=self.teacher, train_file=train_file,
-                                   n_prompts=len(self.rows), max_prompt_length=self.max_prompt_length,
+                                   n_prompts=len(pool), max_prompt_length=self.max_prompt_length,
                                    out_dir=self.out_dir, resources=self.resources, needs=type(self.method).needs)
         env = launch.launch_env(self.out_dir, launch.next_attempt(self.out_dir))
         multi_node = self.resources.nnodes > 1

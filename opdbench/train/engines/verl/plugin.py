@@ -50,6 +50,7 @@ NORM_TOKENS = "opdbench_norm_tokens"  # [B, n_terms]: each term's token count ov
 NORM_SEQS = "opdbench_norm_seqs"  # [B, n_terms]: its count of sequences with a token there
 ENTROPY = "opdbench_entropy"  # [B, R]: the rollout policy's entropy (verl's old-log-prob pass)
 REFERENCE = "ref_log_prob"  # verl's own key: the reference worker's log-probs per response token
+OUTCOME = "rm_scores"  # verl's reward per response token (TransferQueue field)
 EXTRA = "opdbench_extra_"  # + name: Method.prepare's batch.extras, one row per rollout
 
 
@@ -135,9 +136,14 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
               for key in keys if isinstance(key, str) and key.startswith(EXTRA)}
     if REFERENCE in keys:  # ref_logprobs (ExOPD)
         extras["logRef"] = _padded(data[REFERENCE], width).float() * mask
+    if OUTCOME in keys:  # the verifier's 0/1 per rollout, as verl's reward (reward.compute_score) wrote it (Uni-OPD)
+        extras["outcome"] = (_padded(data[OUTCOME], width).sum(-1) > 0.5).float() * (mask.sum(-1) > 0)
     uids = _plain(data.get("uid", None) if hasattr(data, "get") else None)
     ids = {uid: i for i, uid in enumerate(dict.fromkeys(uids))} if uids is not None else None
     group = [ids[uid] for uid in uids] if ids is not None else list(range(mask.shape[0]))
+    # verl's batch balancing pads with empty rows: each its own group, so no group statistic
+    # (Uni-OPD's margins and correctness balance) counts them
+    group = [g if mask[i].any() else len(group) + i for i, g in enumerate(group)]
     ids_ = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
     seqs = Sequences(ids_, torch.ones_like(ids_), torch.zeros_like(ids_), ids_, mask)
     return ScoredBatch(seqs, _padded(data["old_log_probs"], width).float() * mask, logT.float() * mask,

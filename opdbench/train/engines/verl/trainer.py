@@ -21,8 +21,10 @@ FIELDS = ("prompts", "responses", "response_mask", "old_log_probs", "entropy", "
 
 
 def fields_of(needs) -> list[str]:
-    """The fields to read for a method with these needs (the reference's where verl computed them)."""
-    return list(FIELDS) + ([plugin.REFERENCE] if "ref_logprobs" in needs else [])
+    """The fields to read for a method with these needs (the reference's where verl computed them,
+    the reward where the method reads the verifier's outcome)."""
+    return list(FIELDS) + ([plugin.REFERENCE] if "ref_logprobs" in needs else []) + (
+        [plugin.OUTCOME] if "outcome" in needs else [])
 
 
 def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) -> dict:
