@@ -28,19 +28,20 @@ from opdbench import pipeline  # noqa: E402
 from opdbench.config import deep_update, evaluation_settings, load_yaml, validate_config  # noqa: E402
 from opdbench.models import load_model, load_tokenizer, write_manifest  # noqa: E402
 from opdbench.models.sft import train_sft  # noqa: E402
+from opdbench.evaluate.metrics import evaluated_samples  # noqa: E402
 from opdbench.tasks.base import read_jsonl  # noqa: E402
 
 
 def evaluate(config, task, model_dir: Path, data_dir: Path, out: Path, seeds, threads) -> dict[str, list[float]]:
-    n = evaluation_settings(config, task)["n_samples"]
     scores: dict[str, list[float]] = {}
     for seed in seeds:
         metrics = out / f"eval_seed{seed}.json"
         if not metrics.exists():
             pipeline.evaluate(config, task, model_dir, data_dir, out / f"samples_seed{seed}.jsonl", metrics,
                               {"model": out.name, "seed": seed, "kind": "probe"}, threads=threads)
-        for bench, values in json.loads(metrics.read_text())["benchmarks"].items():
-            scores.setdefault(bench, []).append(100 * values[f"avg@{n}"])
+        written = json.loads(metrics.read_text())
+        for bench, values in written["benchmarks"].items():
+            scores.setdefault(bench, []).append(100 * values[f"avg@{evaluated_samples(written, bench)}"])
     return scores
 
 

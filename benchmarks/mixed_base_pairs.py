@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from opdbench import pipeline  # noqa: E402
+from opdbench.evaluate.metrics import evaluated_samples  # noqa: E402
 from opdbench.config import deep_update, load_yaml  # noqa: E402
 
 
@@ -48,9 +49,9 @@ def main() -> None:
         pipeline.evaluate(config, args.task, out / "model", data, out / "samples.jsonl", out / "metrics.json",
                           {"model": f"{args.method}_mixed", "seed": seed})
         metrics = json.loads((out / "metrics.json").read_text())
-        n = metrics["decoding"]["n_samples"]
-        scores = ", ".join(f"{b} {100 * v[f'avg@{n}']:.1f}" for b, v in metrics["benchmarks"].items())
-        print(f"seed {seed}: Avg@{n} {scores} ({time.time() - t0:.0f} s)", flush=True)
+        scores = ", ".join(f"{b} Avg@{evaluated_samples(metrics, b)} {100 * v[f'avg@{evaluated_samples(metrics, b)}']:.1f}"
+                           for b, v in metrics["benchmarks"].items())
+        print(f"seed {seed}: {scores} ({time.time() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from opdbench.lazy import torch
 from opdbench.atomic import atomic_dir, atomic_open
 from opdbench.compute import job_cost, rule_gpus, train_gpus
 from opdbench.config import canonical_hash, data_settings, evaluation_settings, resolve_run, role_models, task_type
-from opdbench.models import (build_tiny_model, count_parameters, load_tokenizer, resolve_weights, teacher_refs,
-                             train_tokenizer, write_manifest)
+from opdbench.models import (build_tiny_model, check_shared_vocabulary, count_parameters, load_tokenizer,
+                             resolve_weights, teacher_refs, train_tokenizer, write_manifest)
+from opdbench.errors import ConfigError
 from opdbench.provenance import stamp, write_json
 from opdbench.data.hub import RECORD, fetched_copy
 from opdbench.data.resources import sha256_of
@@ -74,7 +75,7 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     for domain, spec in specs.items():
         _build_one(config, task_name, f"{role} ({domain})", spec, data_dir, tokenizer_dir, out_dir / domain, threads,
                    domain=domain)
-    write_manifest(out_dir, ".", **stamp(role=role, teachers={domain: domain for domain in specs},
+    write_manifest(out_dir, None, **stamp(role=role, teachers={domain: domain for domain in specs},
                                          sources={domain: spec["source"] for domain, spec in specs.items()}))
 
 
@@ -101,6 +102,9 @@ def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
     if domain is not None:  # a domain's teacher learns its own domain
         rows = [r for r in rows if r["domain"] == domain]
+        if not rows:
+            raise ConfigError(f"config key 'task_settings.{task_name}.teacher.by_domain.{domain}': a tiny teacher "
+                              f"learns from its domain's training rows, and the train split has none of '{domain}'")
     rows = task.written_by(spec["sft"].get("writer", {}), rows, seed=spec["sft"].get("seed", 0))
     t0 = time.time()
     curve = train_sft(model, tokenizer, task, rows, spec["sft"],
@@ -127,6 +131,7 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
     engine_cls = get_engine(run["train"]["engine"])
     method_cls = get_method_class(run["method"], methods_dir)
     check_capabilities([(run_name, method_cls, run["train"]["engine"])])  # the workflow checked it at start-up
+    check_shared_vocabulary(student, teacher)
     run = _bound_to_inputs(run, student, teacher, data_dir)
     model_dir = out_dir / "model"  # weights, then model.json and run.json (atomic): see build_model
     finished = _finished_before(out_dir, model_dir, run)
@@ -186,7 +191,15 @@ def _model_identity(model_dir: Path) -> str:
     if teachers:
         return canonical_hash({domain: _model_identity(Path(ref)) for domain, ref in teachers.items()})
     weights = resolve_weights(model_dir)
-    return _model_files_hash(model_dir) if Path(weights) == model_dir else weights
+    if Path(weights) == model_dir:
+        return _model_files_hash(model_dir)
+    # a pointer: the hub commit it was fetched at, or a local directory's files (names, sizes, times:
+    # new weights at the same path are another model)
+    commit = json.loads((model_dir / "model.json").read_text()).get("commit")
+    files = sorted(p for p in Path(weights).rglob("*") if p.is_file()) if Path(weights).is_dir() else []
+    stats = {str(p.relative_to(weights)): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+    return weights if commit is None and not stats else canonical_hash({"weights": weights, "commit": commit,
+                                                                         "files": stats})
 
 
 def _model_files_hash(model_dir: Path) -> str:

@@ -4,6 +4,7 @@ GitHub commit or a hub dataset (what the workflow fetches first), and an unknown
 error. Where the real pinned files are present under resources/ (fetched once), their sizes and
 gold answers are checked too."""
 import random
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -97,12 +98,16 @@ def test_an_unknown_dataset_name_is_a_config_error_naming_the_key():
         validate_config(config, jobs_run_here=False)
 
 
-def test_a_gold_answer_with_stray_delimiters_still_scores():
-    """LUFFY's Minerva and OlympiadBench keep a few answers with '$' or a full stop inside."""
+def test_a_gold_answer_with_stray_delimiters_or_a_dollar_sign_still_scores():
+    """LUFFY's Minerva and OlympiadBench keep a few answers with '$' or a full stop inside; MATH-500
+    has dollar amounts (\\$18.90)."""
     task = get_task("math", {"seed": 0, "train": {"from": "mmath/aime24"}, "benchmarks": {}})
     problem = {"problem": "p", "answer": "$(-\\infty, 0) \\cup\\{1\\}$."}
     right, wrong = task.score_many(["So $\\boxed{(-\\infty,0)\\cup\\{1\\}}$.", "So $\\boxed{0}$."], [problem] * 2)
     assert right.correct and not wrong.correct
+    dollars = {"problem": "p", "answer": "\\$18.90"}
+    scores = task.score_many(["So $\\boxed{\\$18.90}$.", "So $\\boxed{18.90}$.", "So $\\boxed{18.91}$."], [dollars] * 3)
+    assert [s.correct for s in scores] == [True, True, False]
 
 
 # The real files, where fetched (`snakemake resources/luffy/valid.all.parquet ...` where GitHub is
@@ -122,11 +127,32 @@ def test_the_real_pinned_files_gold_answers_score_1_and_shuffled_near_0(name, si
     rows = load_problems({"from": name})
     assert len(rows) == len({r["problem"] for r in rows}) == size
     task = get_task("math", {"seed": 0, "train": {"from": "mmath/aime24"}, "benchmarks": {}})
-    # a model boxes the answer itself, not the data's stray delimiters
-    say = lambda answer: f"Step by step, the answer is $\\boxed{{{answer.replace('$', '').rstrip('.')}}}$."  # noqa: E731
+    # a model boxes the answer itself (a dollar amount as \\$18.90), not the data's stray delimiters
+    bare = re.compile(r"(?<!\\)\$")  # a math delimiter, not a dollar sign (\\$18.90)
+    say = lambda answer: "Step by step, the answer is $\\boxed{" + bare.sub("", answer).rstrip(".") + "}$."  # noqa: E731
     assert all(s.correct for s in task.score_many([say(r["answer"]) for r in rows], rows))
     shuffled = [r["answer"] for r in rows]
     random.Random(0).shuffle(shuffled)
     other = [s.correct for s, a, r in zip(task.score_many([say(a) for a in shuffled], rows), shuffled, rows)
              if a != r["answer"]]
     assert len(other) >= 0.7 * size and sum(other) <= 0.01 * len(other)
+
+
+def test_a_wrong_layout_names_the_files_columns_and_an_empty_source_is_an_error(tmp_path):
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pd.DataFrame([{"question": "q", "domain": "math", "solution": "no box"}]).to_parquet(path)
+    with pytest.raises(ConfigError, match=r"has no 'conversations.0.value' \(its keys: \['question', 'domain', 'solution'\]\)"):
+        load_problems({"from": "openthoughts3/math", "path": str(path)})
+    with pytest.raises(ConfigError, match=r"no rows with a \\boxed\{\} answer"):
+        load_problems({"from": "math/train", "path": str(path), "problem_key": "question"})
+
+
+def test_a_benchmark_must_be_scorable(tmp_path):
+    """Prompts without a reference answer or tests may train (OpenThoughts3's), never be a benchmark."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"problem": "Write f."}\n{"problem": "Write g."}\n')
+    for task in ("math", "code"):
+        cfg = {"seed": 0, "train": {"path": str(path), "answer_key": None},
+               "benchmarks": {"b": {"path": str(path), "answer_key": None}}}
+        with pytest.raises(ConfigError, match="benchmark 'b': 2 of its 2 rows have no reference answer or tests"):
+            get_task(task, cfg).write_data(tmp_path / task, seed=0)

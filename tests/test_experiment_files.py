@@ -27,7 +27,10 @@ LUFFY = {name: f"luffy/{file}" for name, file in [
 G_OPD_BENCHMARKS = {name: f"g_opd/{name}" for name in ("aime24", "aime25", "hmmt25_feb", "hmmt25_nov")}
 # G-OPD's multi-teacher training set and code evaluation (README; code_eval: N = 4)
 MATH_AND_CODE = [("math", "g_opd/math_and_code_math"), ("code", "g_opd/math_and_code_code")]
-G_OPD_CODE = {"humaneval_plus": "evalplus", "mbpp_plus": "evalplus", "livecodebench_v6": "livecodebench release_v6"}
+G_OPD_CODE = {"humaneval_plus": "evalplus resources/HumanEvalPlus-v0.1.10.jsonl.gz",
+              "mbpp_plus": "evalplus resources/MbppPlus-v0.2.0.jsonl.gz",
+              # G-OPD's lcb_runner maps --release_version v6 to the problems new in v6 (test6.jsonl only)
+              "livecodebench_v6": "livecodebench resources/livecodebench/test6.jsonl"}
 G_OPD_SAMPLES = {**{b: 32 for b in G_OPD_BENCHMARKS}, **{b: 4 for b in G_OPD_CODE}}
 # Uni-OPD's scripts (single- and multi-teacher set the same numbers)
 UNI_OPD_RECIPE = dict(
@@ -140,7 +143,7 @@ def where_from(spec) -> str | list:
     benchmark it loads."""
     if isinstance(spec, list):
         return [(s["task"], where_from(s)) for s in spec]
-    return spec.get("from") or f"{spec['source']} {spec.get('version', '')}".strip()
+    return spec.get("from") or f"{spec['source']} {spec.get('version') or spec['path']}"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name not in NOT_PAPER_SETTINGS))

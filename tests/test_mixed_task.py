@@ -202,3 +202,60 @@ def test_the_micro_dag_distils_each_domain_from_its_own_teacher(tmp_path):
     assert set(metrics["scoring"]) == {"code"}  # the code checker ran on the code benchmark's samples
     board = (results / "leaderboard.md").read_text()
     assert "## both" in board and "math_id Avg@2" in board and "code_id Avg@2" in board
+
+
+def test_teachers_must_share_the_students_vocabulary(tmp_path):
+    from opdbench.models import check_shared_vocabulary, train_tokenizer
+
+    from conftest import tiny
+
+    tok, _ = tiny(tmp_path)
+    tok.save_pretrained(tmp_path / "student")
+    other = train_tokenizer(["Completely different words and numbers 12345 here."] * 40, 300, tmp_path / "other")
+    check_shared_vocabulary(tmp_path / "student", tmp_path / "student")
+    with pytest.raises(ConfigError, match=r"the teacher \(.*other\) does not share the student's vocabulary"):
+        check_shared_vocabulary(tmp_path / "student", tmp_path / "other")
+    composite = tmp_path / "teacher"
+    (composite / "math").mkdir(parents=True)
+    tok.save_pretrained(composite / "math")
+    other.save_pretrained(composite / "code")
+    (composite / "model.json").write_text(json.dumps({"weights": None, "teachers": {"math": "math", "code": "code"}}))
+    with pytest.raises(ConfigError, match="the code teacher .* does not share"):
+        check_shared_vocabulary(tmp_path / "student", composite)
+    from opdbench.models import resolve_weights
+
+    with pytest.raises(ValueError, match="lists a teacher per domain .*teacher_refs"):
+        resolve_weights(composite)
+
+
+def test_a_pointers_identity_follows_its_commit_and_its_files(tmp_path):
+    """A run's config hash binds its base models: a hub model's commit, a local model's files."""
+    from opdbench.models import write_manifest
+    from opdbench.pipeline import _model_identity
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"1234")
+    pointer = tmp_path / "pointer"
+    pointer.mkdir()
+    write_manifest(pointer, str(weights), source=str(weights))
+    first = _model_identity(pointer)
+    (weights / "model.safetensors").write_bytes(b"12345")  # new weights at the same path
+    assert _model_identity(pointer) != first
+    second = _model_identity(pointer)
+    write_manifest(pointer, str(weights), source="Org/model", commit="a" * 40)
+    assert _model_identity(pointer) not in (first, second)
+
+
+def test_a_tiny_domain_teacher_needs_its_domains_training_rows(tmp_path):
+    from opdbench import pipeline
+
+    config = mixed_config({"train": [{"generator": MATH_GEN, "size": 30, "task": "math"}]})
+    math = config["task_settings"]["both"]["teacher"]
+    config["task_settings"]["both"]["teacher"] = {"by_domain": {"code": math, "math": math}}
+    validate_config(config, jobs_run_here=False)  # a domain with benchmarks only is still a domain
+    pipeline.make_data(config, "both", tmp_path / "data")
+    pipeline.build_tokenizer(config, "both", tmp_path / "data", tmp_path / "tok")
+    with pytest.raises(ConfigError, match=r"teacher\.by_domain\.code': a tiny teacher learns from its domain's training "
+                                          r"rows, and the train split has none of 'code'"):
+        pipeline.build_model(config, "both", "teacher", tmp_path / "data", tmp_path / "tok", tmp_path / "teacher")

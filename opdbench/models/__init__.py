@@ -78,7 +78,7 @@ def build_tiny_model(arch: dict[str, Any], tokenizer, seed: int):
     return Qwen2ForCausalLM(config)
 
 
-def write_manifest(model_dir: Path, weights: str, **info: Any) -> None:
+def write_manifest(model_dir: Path, weights: str | None, **info: Any) -> None:
     """model.json: the rule's output, so written last (after the weights) and atomically: a
     model.json on disk means the directory is complete."""
     atomic_write_text(model_dir / "model.json", json.dumps({"weights": weights, **info}, indent=1))
@@ -90,8 +90,11 @@ def resolve_weights(model_ref: str | Path) -> str:
     ref = Path(model_ref)
     manifest = ref / "model.json" if ref.is_dir() else ref
     if manifest.name == "model.json" and manifest.exists():
-        weights = json.loads(manifest.read_text())["weights"]
-        return str(manifest.parent) if weights == "." else weights
+        info = json.loads(manifest.read_text())
+        if info["weights"] is None:  # a teacher per domain: no weights of its own
+            raise ValueError(f"{manifest} lists a teacher per domain ({', '.join(info.get('teachers', {}))}): "
+                             f"load each one (opdbench.models.teacher_refs)")
+        return str(manifest.parent) if info["weights"] == "." else info["weights"]
     return str(model_ref)
 
 
@@ -104,6 +107,22 @@ def teacher_refs(model_ref: str | Path) -> dict[str, str] | None:
         return None
     teachers = json.loads(manifest.read_text()).get("teachers")
     return None if teachers is None else {domain: str(manifest.parent / sub) for domain, sub in teachers.items()}
+
+
+def check_shared_vocabulary(student_ref: str | Path, teacher_ref: str | Path) -> None:
+    """OPD scores the student's sampled tokens under the teacher (every teacher of a mixed task's
+    domains): each of the student's tokens must have the same id in the teacher's vocabulary."""
+    from opdbench.errors import ConfigError
+
+    student = load_tokenizer(student_ref).get_vocab()
+    for domain, ref in (teacher_refs(teacher_ref) or {None: str(teacher_ref)}).items():
+        teacher = load_tokenizer(ref).get_vocab()
+        differ = [token for token, i in student.items() if teacher.get(token) != i]
+        if differ:
+            which = f"the {domain} teacher" if domain else "the teacher"
+            raise ConfigError(f"{which} ({ref}) does not share the student's vocabulary: {len(differ)} of the student's "
+                              f"{len(student)} tokens have another id or none there (e.g. {differ[:3]}); on-policy "
+                              f"distillation scores the student's tokens under the teacher, so both need one tokenizer")
 
 
 def load_tokenizer(model_ref: str | Path):

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from opdbench.errors import ConfigError
+
 PERTURBATIONS: dict[str, dict[str, str]] = {
     "none": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -41,6 +43,9 @@ TOLERANCE_POINTS = 2.0
 def perturbed_config(config: dict[str, Any], task: str, role: str, perturbation: str) -> dict[str, Any]:
     """The config a perturbation trains with (only sft_seed changes it)."""
     config = copy.deepcopy(config)
+    if "by_domain" in config["task_settings"][task][role]:
+        raise ConfigError(f"the robustness probe retrains one tiny model; task_settings.{task}.{role} has one per "
+                          f"domain (by_domain)")
     if perturbation == "sft_seed":
         sft = config["task_settings"][task][role]["sft"]
         sft["seed"] = sft.get("seed", 0) + 1

@@ -70,6 +70,10 @@ class Task:
         # Benchmarks first, so the train split can exclude every held-out problem.
         for bench, spec in self.cfg["benchmarks"].items():
             rows = self.load_split(spec, rng, taken)
+            unscorable = sum(not self.for_problem(r).scorable(r) for r in rows)
+            if unscorable:
+                raise ConfigError(f"benchmark '{bench}': {unscorable} of its {len(rows)} rows have no reference answer "
+                                  f"or tests to score a response against (prompts without them can only train)")
             taken |= {r["problem"] for r in rows}
             benchmarks[bench] = [{"benchmark": bench, "id": i, **r} for i, r in enumerate(rows)]
         train = self.load_split(self.cfg["train"], rng, taken)
@@ -94,6 +98,11 @@ class Task:
     def stop_early(self, solution: str, rng: random.Random) -> str:
         """The solution as an under-thinking writer writes it: finished before its last step."""
         raise NotImplementedError(f"task '{self.name}' has no solution writers")
+
+    def scorable(self, problem: dict[str, Any]) -> bool:
+        """Whether a response to this row can be scored (a reference answer, tests): every benchmark row
+        must be; a training prompt need not (OpenThoughts3's)."""
+        return True
 
     def for_problem(self, problem: dict[str, Any]) -> "Task":
         """The task that formats and scores this row (a mixed task's domain; itself otherwise)."""

@@ -145,6 +145,9 @@ class CodeTask(Task):
     def stop_early(self, solution: str, rng: random.Random) -> str:
         return stop_early(solution, rng)
 
+    def scorable(self, problem: dict[str, Any]) -> bool:
+        return bool(problem.get("tests"))
+
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']}\n{CODE_INSTRUCTION}"}]
 

@@ -64,6 +64,7 @@ def generate_problem(rng: random.Random, steps: int, max_value: int, max_operand
     return {"problem": " ".join(story), "answer": str(x), "solution": solution, "steps": steps}
 
 
+STRAY_DELIMITER = re.compile(r"\\?\$")  # a dollar sign (\$) or a math delimiter ($) inside an answer
 WORK_LINE = re.compile(r"\d+ [-+*] \d+ = (\d+)\.")
 
 
@@ -104,6 +105,9 @@ class MathTask(Task):
     def stop_early(self, solution: str, rng: random.Random) -> str:
         return stop_early(solution, rng)
 
+    def scorable(self, problem: dict[str, Any]) -> bool:
+        return bool(str(problem.get("answer", "")).strip())
+
     def messages(self, problem: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{problem['problem']} {MATH_INSTRUCTION}"}]
 
@@ -115,8 +119,9 @@ class MathTask(Task):
             if not pred:
                 return Score(False, None)
             # Some datasets' answers carry stray math delimiters or a full stop (LUFFY's Minerva and
-            # OlympiadBench rows): they would break the $...$ the gold is parsed in.
-            gold = parse(f"${problem['answer'].replace('$', '').strip().rstrip('.')}$")
+            # OlympiadBench rows), others a dollar sign (\$18.90): either would break the $...$ the
+            # gold is parsed in.
+            gold = parse(f"${STRAY_DELIMITER.sub('', problem['answer']).strip().rstrip('.')}$")
             return Score(bool(verify(gold, pred)), str(pred[-1]))
         except Exception:  # a pathological answer is scored wrong, never a crash
             return Score(False, None)

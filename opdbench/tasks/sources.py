@@ -135,6 +135,10 @@ def load_problems(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 row = {"problem": str(field(r, pk)), "answer": answer}
             except KeyError as e:
                 keys = sorted(r) if isinstance(r, dict) else type(r).__name__
+                if path.suffix == ".parquet":  # only the columns the keys name were read: show the file's
+                    import pyarrow.parquet as pq
+
+                    keys = pq.read_schema(path).names
                 raise ConfigError(f"{path}: row {i} has no '{e.args[0]}' (its keys: {keys})") from None
             if spec.get("answer_boxed"):
                 row["answer"] = last_boxed(answer) or ""
@@ -147,4 +151,7 @@ def load_problems(spec: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(row)
     if where and not rows:
         raise ConfigError(f"{', '.join(map(str, files))}: no row has {where}")
+    if not rows:
+        raise ConfigError(f"{', '.join(map(str, files))}: no rows" +
+                          (" with a \\boxed{} answer (answer_boxed)" if spec.get("answer_boxed") else ""))
     return rows[: spec.get("limit")]
