@@ -22,6 +22,9 @@ from opdbench.atomic import atomic_write_text
 from opdbench.lazy import torch
 
 
+VLLM_SEQUENCES_PER_CALL = 8192
+
+
 def backend() -> str:
     """vLLM where it is installed (a verl GPU node), else transformers' generate."""
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
@@ -55,8 +58,11 @@ def run(job: dict[str, Any]) -> dict[int, int]:
         return [c.token_ids for per_prompt in out.completions for c in per_prompt]
 
     decode = lambda responses: tokenizer.batch_decode(responses, skip_special_tokens=True)  # noqa: E731
-    return common.profile_difficulty(method, task, rows, prompts, job["seed"], sampler, decode,
-                                     train["rollout_batch_size"], train["max_new_tokens"])
+    # vLLM schedules its own batches: hand it many sequences per call; transformers' generate takes
+    # the run's rollout batch
+    per_call = VLLM_SEQUENCES_PER_CALL if job["backend"] == "vllm" else train["rollout_batch_size"]
+    return common.profile_difficulty(method, task, rows, prompts, job["seed"], sampler, decode, per_call,
+                                     train["max_new_tokens"])
 
 
 def main(job_path: str) -> None:
