@@ -84,29 +84,39 @@ def write_manifest(model_dir: Path, weights: str | None, **info: Any) -> None:
     atomic_write_text(model_dir / "model.json", json.dumps({"weights": weights, **info}, indent=1))
 
 
+def _manifest(model_ref: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The model.json a model reference (its directory or the file) names, and its content."""
+    ref = Path(model_ref)
+    manifest = ref / "model.json" if ref.is_dir() else ref
+    if manifest.name != "model.json" or not manifest.exists():
+        return None
+    return manifest, json.loads(manifest.read_text())
+
+
 def resolve_weights(model_ref: str | Path) -> str:
     """A model directory with model.json -> where its weights are; anything else as given
     (a hub id or a plain HF directory)."""
-    ref = Path(model_ref)
-    manifest = ref / "model.json" if ref.is_dir() else ref
-    if manifest.name == "model.json" and manifest.exists():
-        info = json.loads(manifest.read_text())
-        if info["weights"] is None:  # a teacher per domain: no weights of its own
-            raise ValueError(f"{manifest} lists a teacher per domain ({', '.join(info.get('teachers', {}))}): "
-                             f"load each one (opdbench.models.teacher_refs)")
-        return str(manifest.parent) if info["weights"] == "." else info["weights"]
-    return str(model_ref)
+    found = _manifest(model_ref)
+    if found is None:
+        return str(model_ref)
+    manifest, info = found
+    if info["weights"] is None:  # a teacher per domain: no weights of its own
+        raise ValueError(f"{manifest} lists a teacher per domain ({', '.join(info.get('teachers', {}))}): "
+                         f"load each one (opdbench.models.teacher_refs)")
+    return str(manifest.parent) if info["weights"] == "." else info["weights"]
 
 
 def teacher_refs(model_ref: str | Path) -> dict[str, str] | None:
     """A mixed task's teacher per domain (its model.json lists ``teachers``: domain -> directory
     beside it, each a model of its own) as domain -> model reference; None for a single model."""
-    ref = Path(model_ref)
-    manifest = ref / "model.json" if ref.is_dir() else ref
-    if manifest.name != "model.json" or not manifest.exists():
-        return None
-    teachers = json.loads(manifest.read_text()).get("teachers")
-    return None if teachers is None else {domain: str(manifest.parent / sub) for domain, sub in teachers.items()}
+    found = _manifest(model_ref)
+    teachers = found[1].get("teachers") if found else None
+    return None if teachers is None else {domain: str(found[0].parent / sub) for domain, sub in teachers.items()}
+
+
+def teachers_by_domain(model_ref: str | Path) -> dict[str | None, str]:
+    """``teacher_refs``, with a single model as the teacher of every domain (key None)."""
+    return teacher_refs(model_ref) or {None: str(model_ref)}
 
 
 def check_shared_vocabulary(student_ref: str | Path, teacher_ref: str | Path) -> None:
@@ -115,7 +125,7 @@ def check_shared_vocabulary(student_ref: str | Path, teacher_ref: str | Path) ->
     from opdbench.errors import ConfigError
 
     student = load_tokenizer(student_ref).get_vocab()
-    for domain, ref in (teacher_refs(teacher_ref) or {None: str(teacher_ref)}).items():
+    for domain, ref in teachers_by_domain(teacher_ref).items():
         teacher = load_tokenizer(ref).get_vocab()
         differ = [token for token, i in student.items() if teacher.get(token) != i]
         if differ:

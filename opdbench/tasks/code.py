@@ -162,7 +162,7 @@ class CodeTask(Task):
 
         codes = [extract_code(r) for r in responses]
         # A training prompt without tests (OpenThoughts3's code prompts) cannot be checked: wrong.
-        tested = [i for i, p in enumerate(problems) if p.get("tests")]
+        tested = [i for i, p in enumerate(problems) if self.scorable(p)]
         results = check_problems([codes[i] for i in tested], [problems[i] for i in tested], **self._sandbox()) if tested else []
         passed = dict(zip(tested, (r.passed for r in results)))
         return [Score(passed.get(i, False), code) for i, code in enumerate(codes)]

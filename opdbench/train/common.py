@@ -293,20 +293,26 @@ class RunLog:
         engine calls this before it loads a checkpoint, so the student is the initial one
         and an unreadable file can be recomputed (it is a deterministic function of the
         initial student and the config)."""
-        path = self.ckpt_dir / f"{name}.json"
-        if path.exists():
-            try:
-                state = json.loads(path.read_text(errors="replace"))
-                if not isinstance(state, dict) or not {"config_hash", "value"} <= state.keys():
-                    raise ValueError("keys config_hash and value expected")
-            except ValueError as e:
-                print(f"[engine] {path} is unreadable ({e}); recomputing it from the initial student")
-            else:
-                if state["config_hash"] == self.run["config_hash"]:
-                    return state["value"]
-        value = build()
-        atomic_write_text(path, json.dumps({"config_hash": self.run["config_hash"], "value": value}))
-        return value
+        return fixed_state(self.ckpt_dir / f"{name}.json", self.run["config_hash"], build)
+
+
+def fixed_state(path: Path, config_hash: str, build: Callable[[], Any], **record: Any) -> Any:
+    """``build()``'s value, kept at ``path`` with the run's config hash (and ``record``'s keys): a
+    later call of the same run reads it back; a file of another config, or an unreadable one, is
+    rebuilt (it is a deterministic function of the initial student and the config)."""
+    if path.exists():
+        try:
+            state = json.loads(path.read_text(errors="replace"))
+            if not isinstance(state, dict) or not {"config_hash", "value"} <= state.keys():
+                raise ValueError("keys config_hash and value expected")
+        except ValueError as e:
+            print(f"[engine] {path} is unreadable ({e}); recomputing it from the initial student")
+        else:
+            if state["config_hash"] == config_hash:
+                return state["value"]
+    value = build()
+    atomic_write_text(path, json.dumps({"config_hash": config_hash, **record, "value": value}))
+    return value
 
 
 def _ranges(steps: list[int]) -> str:

@@ -27,7 +27,7 @@ from opdbench.train.common import (CHECKPOINT, STREAM_MINIBATCH, STREAM_TORCH, R
                                      stream_generator, to_batch_shape)
 from opdbench.train.losses import batch_loss
 from opdbench.method import SCORING_NEEDS, Method, Progress, ScoredBatch, StudentOutput
-from opdbench.models import load_model, load_tokenizer, teacher_refs
+from opdbench.models import load_model, load_tokenizer, teachers_by_domain
 from opdbench.train.rollout import Sequences, encode_prompts, pack, sample
 from opdbench.train.scoring import gather_scores, hidden_at_responses, logprobs_at, output_projection, score_tokens
 
@@ -50,7 +50,7 @@ class LocalEngine:
         self.student = load_model(student_ref, dtype=dtype, device=device, trainable=True)
         # One teacher, or a mixed task's teacher per domain: each row is distilled from its domain's.
         self.teachers = {domain: load_model(ref, dtype=dtype, device=device)
-                         for domain, ref in (teacher_refs(teacher_ref) or {None: teacher_ref}).items()}
+                         for domain, ref in teachers_by_domain(teacher_ref).items()}
         self.reference = None
         if "ref_logprobs" in self.needs:
             ref = student_ref if method.reference == "student" else method.reference

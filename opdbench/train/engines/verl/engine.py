@@ -55,6 +55,8 @@ class VerlEngine:
         self.out_dir = Path(out_dir)
         self.student_ref = student_ref
         self.student, self.teacher = resolve_weights(student_ref), teacher_weights(teacher_ref)
+        self.tokenizer = load_tokenizer(student_ref)
+        self.resources = VerlResources.from_settings(run["train"].get("verl"))
         if isinstance(self.teacher, dict):  # verl would stop at the first prompt without a teacher
             missing = sorted({data.data_source(task, row) for row in train_rows} - set(self.teacher))
             if missing:
@@ -62,9 +64,6 @@ class VerlEngine:
                                   f"teacher model {teacher_ref} lists teachers for "
                                   f"{', '.join(self.teacher) or 'no domain'} (verl routes each prompt to the "
                                   f"teacher of its data_source)")
-        self.tokenizer = load_tokenizer(student_ref)
-        self.resources = VerlResources.from_settings(run["train"].get("verl"))
-        if isinstance(self.teacher, dict):
             teacher_replicas(self.resources, list(self.teacher))  # the pool splits evenly, or a ConfigError now
         # verl refuses a prompt longer than data.max_prompt_length: the longest one sets it.
         self.max_prompt_length = max(len(ids) for ids in encode_prompts(self.tokenizer, task, train_rows))
@@ -78,21 +77,22 @@ class VerlEngine:
 
         if "prompt_difficulty" not in type(self.method).needs:
             return list(range(len(self.rows)))
-        path = self.out_dir / "difficulty.json"
-        state = json.loads(path.read_text()) if path.exists() else {}
-        if state.get("config_hash") != self.run["config_hash"]:
-            rows_file = self.out_dir / "profile_rows.jsonl"
+        backend = profile.backend()
+
+        def build() -> dict[str, int]:
+            rows_file, counts_file = self.out_dir / "profile_rows.jsonl", self.out_dir / "profile_counts.json"
             atomic_write_text(rows_file, "".join(json.dumps(r) + "\n" for r in self.rows))
             job = {"student": self.student_ref, "task": self.task.name, "task_cfg": self.task.cfg,
                    "rows": str(rows_file), "method": self.run["method"], "hparams": self.run["hparams"],
-                   "train": self.run["train"], "seed": self.run["seed"], "config_hash": self.run["config_hash"],
-                   "backend": profile.backend(), "out": str(path)}
+                   "train": self.run["train"], "seed": self.run["seed"], "backend": backend, "out": str(counts_file)}
             job_file = self.out_dir / "profile_job.json"
             atomic_write_text(job_file, json.dumps(job, default=str))
             subprocess.run([self.python, "-m", "opdbench.train.engines.verl.profile", str(job_file)], check=True,
                            env={**os.environ, launch.METHODS_ENV: str(launch.methods_dir())})
-            state = json.loads(path.read_text())
-        return common.prompt_pool(self.method, len(self.rows), state["value"])
+            return json.loads(counts_file.read_text())
+
+        counts = common.fixed_state(self.out_dir / "difficulty.json", self.run["config_hash"], build, backend=backend)
+        return common.prompt_pool(self.method, len(self.rows), counts)
 
     def prepare(self) -> Path:
         """Write the run's inputs and its launch script; return the script."""

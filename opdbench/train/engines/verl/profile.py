@@ -7,8 +7,8 @@ has left the GPUs when verl's start:
 The job names the student, the task (its registered name and settings), the train rows, the method
 and the run; the profile is ``common.profile_difficulty``, the local engine's, with the suite's
 generation interface drawing the samples (vLLM where installed, as verl's rollouts; transformers
-otherwise). It writes ``{"config_hash", "value": {prompt index: correct answers}}``, the form of the
-local engine's fixed state, which ``VerlEngine`` turns into the upsampled training parquet.
+otherwise). It writes ``{prompt index: correct answers}``; ``VerlEngine`` keeps it as the run's fixed
+state (``common.fixed_state``) and turns it into the upsampled training parquet.
 """
 from __future__ import annotations
 
@@ -67,9 +67,7 @@ def run(job: dict[str, Any]) -> dict[int, int]:
 
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
-    counts = run(job)
-    atomic_write_text(job["out"], json.dumps({"config_hash": job["config_hash"], "backend": job["backend"],
-                                              "value": {str(k): v for k, v in counts.items()}}))
+    atomic_write_text(job["out"], json.dumps({str(k): v for k, v in run(job).items()}))
 
 
 if __name__ == "__main__":
