@@ -70,17 +70,20 @@ def build_model(config: dict[str, Any], task_name: str, role: str, data_dir: str
     out_dir = Path(out_dir)
     specs = role_models(config["task_settings"][task_name], role)
     if None in specs:
-        _build_one(config, task_name, role, specs[None], data_dir, tokenizer_dir, out_dir, threads)
+        _build_one(config, task_name, role, specs[None], data_dir, tokenizer_dir, out_dir, threads,
+                   shipped_name=f"{task_name}/{role}")
         return
     for domain, spec in specs.items():
         _build_one(config, task_name, f"{role} ({domain})", spec, data_dir, tokenizer_dir, out_dir / domain, threads,
-                   domain=domain)
+                   domain=domain, shipped_name=f"{task_name}/{role}/{domain}")
     write_manifest(out_dir, None, **stamp(role=role, teachers={domain: domain for domain in specs},
                                          sources={domain: spec["source"] for domain, spec in specs.items()}))
 
 
 def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str, Any], data_dir: str | Path,
-               tokenizer_dir: str | Path, out_dir: Path, threads: int, domain: str | None = None) -> None:
+               tokenizer_dir: str | Path, out_dir: Path, threads: int, domain: str | None = None,
+               shipped_name: str = "") -> None:
+    from opdbench.models import shipped
     from opdbench.models.sft import train_sft
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +98,19 @@ def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str
         else:
             write_manifest(out_dir, spec["source"], **stamp(role=role, source=spec["source"]))
         return
+    wanted = shipped.recipe(spec, dataset_hash(data_dir), tokenizer_dir)
+    if config.get("tiny_models", "shipped") == "shipped":
+        found, why = shipped.find(shipped_name, wanted)
+        if found is not None:
+            print(f"{role}: {why}, weights sha256 checked; not trained here (tiny_models: train trains it)")
+            info = shipped.install(found, out_dir)
+            write_manifest(out_dir, ".", **stamp(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"],
+                                                 parameters=info["trained"]["parameters"],
+                                                 dataset_hash=wanted["dataset_hash"],
+                                                 shipped={"from": str(found.relative_to(shipped.SHIPPED_DIR.parents[1])),
+                                                          **info}))
+            return
+        print(f"{role}: {why}; training it here")
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_tiny_model(spec["arch"], tokenizer, seed=spec["sft"].get("seed", 0))

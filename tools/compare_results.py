@@ -73,8 +73,11 @@ def main() -> None:
             print(row(f"{role} weights", sha(a / model / "model.safetensors"), sha(b / model / "model.safetensors")))
             machines = []
             for root in (a, b):
-                m = json.loads((root / model / "model.json").read_text()).get("machine", {})
-                machines.append(f"{m.get('cpu', '?')} {m.get('torch_cpu_capability', '?')}")
+                info = json.loads((root / model / "model.json").read_text())
+                # a shipped model (assets/tiny_models/) was trained where it was shipped from
+                m = info["shipped"]["trained"]["machine"] if "shipped" in info else info.get("machine", {})
+                shipped = " (shipped)" if "shipped" in info else ""
+                machines.append(f"{m.get('cpu', '?')} {m.get('torch_cpu_capability', '?')}{shipped}")
             print(row(f"{role} trained on", *machines))
             seed_dirs = sorted((a / "eval" / task / "base" / role).glob("seed*"))
             means = []

@@ -43,6 +43,7 @@ TOLERANCE_POINTS = 2.0
 def perturbed_config(config: dict[str, Any], task: str, role: str, perturbation: str) -> dict[str, Any]:
     """The config a perturbation trains with (only sft_seed changes it)."""
     config = copy.deepcopy(config)
+    config["tiny_models"] = "train"  # the probe is of training, never of the shipped weights
     if "by_domain" in config["task_settings"][task][role]:
         raise ConfigError(f"the robustness probe retrains one tiny model; task_settings.{task}.{role} has one per "
                           f"domain (by_domain)")
