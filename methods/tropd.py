@@ -49,6 +49,12 @@ class TrOPD(Method):
     paper_settings = {"steps": 200, "lr": 5.0e-6, "lr_schedule": "constant", "prompts_per_step": 128,
                       "rollouts_per_prompt": 4, "max_new_tokens": 8096}
 
+    @classmethod
+    def needs_of(cls, hp):
+        """No teacher prefixes without guidance; the JSD outlier reads the student's top-k log-probs."""
+        needs = cls.needs if hp["guidance"] else cls.needs - {"teacher_prefix"}
+        return needs | {"student_topk"} if hp["outlier"] == "jsd" else needs
+
     def max_prefix(self, max_new_tokens: int, progress) -> int:
         """Cosine annealing of the maximum prefix length from the full length to 0."""
         if not self.hp["guidance"]:
@@ -78,7 +84,7 @@ class TrOPD(Method):
         kind = self.hp["outlier"]
         pg_credit, pg_tokens, direct = credit, trust, torch.zeros_like(credit)
         if kind == "fkl":
-            direct = outlier * topk_forward_kl(mb.extras["topk_logT"], student.topk_logS, renormalize=False)
+            direct = outlier * topk_forward_kl(mb.extras["topk_logT"], student, renormalize=False)
         elif kind == "clip":
             pg_credit = torch.where(trust.bool(), credit, credit_floor(credit, self.hp["tau"]))
             pg_tokens = on_policy

@@ -265,8 +265,11 @@ def check_engines(config: dict[str, Any], methods: dict[str, type]) -> None:
         raise ConfigError(f"config key 'base.engine': {unknown_name_error('engine', config['base']['engine'], engines)}")
     runs = []
     for name in config["methods"]:
-        cls = methods[config["variants"][name]["method"] if name in config["variants"] else name]
-        runs.append((name, cls, run_engine(config, cls)))
+        variant = config["variants"].get(name, {})
+        cls = methods[variant.get("method", name)]
+        overrides = {**config.get("method_settings", {}).get(cls.name, {}),
+                     **{k: v for k, v in variant.items() if k != "method"}}
+        runs.append((name, cls, run_engine(config, cls), overrides))
     check_capabilities(runs)
 
 

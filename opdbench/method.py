@@ -30,13 +30,16 @@ from opdbench.errors import ConfigError
 from opdbench.train.rollout import Sequences
 
 # What the engine can score or plan on request (a method lists the ones it needs):
-#   teacher_topk      extras["topk_ids"], extras["topk_logT"] [B, T, k]; student.topk_logS
+#   teacher_topk      extras["topk_ids"], extras["topk_logT"] [B, T, k]; the student's top-k forward
+#                     KL against them (``blocks.topk_forward_kl``: from student.topk_logS, or from
+#                     student.topk_fkl where the engine computes it in its forward, as verl does)
+#   student_topk      student.topk_logS [B, T, k] itself (a top-k term other than the forward KL)
 #   teacher_entropy   extras["teacher_entropy"] [B, T] (full vocabulary, rollout temperature)
 #   ref_logprobs      extras["logRef"] [B, T] from a frozen reference model
 #   outcome           extras["outcome"] [B] the verifier's 0/1 per rollout
 #   teacher_prefix    extras["teacher_token"] [B, T] 1 on tokens the teacher generated
 #   prompt_difficulty the initial student's correct counts, passed to ``prompt_pool``
-SCORING_NEEDS = ("teacher_topk", "teacher_entropy", "ref_logprobs", "outcome", "teacher_prefix",
+SCORING_NEEDS = ("teacher_topk", "student_topk", "teacher_entropy", "ref_logprobs", "outcome", "teacher_prefix",
                  "prompt_difficulty")
 
 
@@ -81,6 +84,9 @@ class StudentOutput:
 
     logS: torch.Tensor  # [B, T] log-prob of the sampled tokens
     topk_logS: torch.Tensor | None = None  # [B, T, k] log-prob at extras["topk_ids"]
+    # [B, T] sum_{v in TopK_T} pT(v) (log pT(v) - log pS(v)) with the teacher's raw top-k, where the
+    # engine computes it in the student's forward instead of handing out topk_logS (verl)
+    topk_fkl: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,15 @@ class Method:
 
     def __init__(self, hparams: dict[str, Any] | None = None, train: dict[str, Any] | None = None, seed: int = 0):
         self.hp = self.resolve_hparams(hparams or {})
+        self.needs = self.needs_of(self.hp)  # this run's needs (an instance's; the class's are the default)
         self.train = dict(train or {})
         self.seed = seed
+
+    @classmethod
+    def needs_of(cls, hp: dict[str, Any]) -> frozenset[str]:
+        """What a run with hyperparameters ``hp`` (resolved) needs of its engine: ``needs``, unless
+        a hyperparameter changes it (e.g. EOPD's ``entropy: topk`` needs no full-vocabulary entropy)."""
+        return cls.needs
 
     @classmethod
     def hparam_schema(cls) -> dict[str, Any]:

@@ -146,7 +146,7 @@ def train(config: dict[str, Any], task_name: str, run_name: str, seed: int, data
     run = resolve_run(config, task_name, run_name, seed, methods_dir)
     engine_cls = get_engine(run["train"]["engine"])
     method_cls = get_method_class(run["method"], methods_dir)
-    check_capabilities([(run_name, method_cls, run["train"]["engine"])])  # the workflow checked it at start-up
+    check_capabilities([(run_name, method_cls, run["train"]["engine"], run["hparams"])])  # the workflow checked it at start-up
     check_shared_vocabulary(student, teacher)
     run = _bound_to_inputs(run, student, teacher, data_dir)
     model_dir = out_dir / "model"  # weights, then model.json and run.json (atomic): see build_model

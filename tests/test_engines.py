@@ -56,7 +56,8 @@ def test_a_need_the_engine_lacks_stops_the_workflow_at_start_up(partial_engine):
     with pytest.raises(ConfigError) as err:
         validate_config(config, METHODS_DIR)
     assert str(err.value) == ("method 'eopd' needs 'teacher_entropy', which engine 'partial' does not provide "
-                              "(engines that provide it: local); config key 'base.engine'")
+                              "(engines that provide it: local); or set method_settings.eopd.entropy: topk (the gate on "
+                              "a lower bound of H_T from the teacher's top-k); config key 'base.engine'")
     # A variant names itself and its method.
     config["methods"] = ["opd", "topk_fkl"]
     with pytest.raises(ConfigError, match="run 'topk_fkl': method 'tropd' needs 'teacher_topk'"):

@@ -93,6 +93,55 @@ def test_eopd_with_infinite_tau_is_opd():
     assert student.topk_logS.grad is None or student.topk_logS.grad.abs().sum() == 0
 
 
+def test_topk_entropy_lower_bound_by_hand_and_below_the_full_entropy():
+    from opdbench.blocks import topk_entropy_lower_bound
+
+    # top-2 of (0.6, 0.2 | tail 0.2): -0.6 log 0.6 - 0.2 log 0.2 - 0.2 log 0.2 (tail at most 0.2 per token)
+    bound = topk_entropy_lower_bound(torch.log(torch.tensor([[0.6, 0.2]])))
+    assert bound.item() == pytest.approx(-0.6 * math.log(0.6) - 0.4 * math.log(0.2))
+    # equality when the tail is made of k-th-sized tokens: (0.6, 0.2, 0.2) has exactly this entropy
+    assert bound.item() == pytest.approx(-(torch.tensor([0.6, 0.2, 0.2]) * torch.tensor([0.6, 0.2, 0.2]).log()).sum())
+    gen = torch.Generator().manual_seed(0)
+    logp = torch.log_softmax(3 * torch.randn(500, 50, generator=gen), -1)
+    full = -(logp.exp() * logp).sum(-1)
+    for k in (1, 4, 16, 50):
+        topk = logp.topk(k, -1).values
+        assert (topk_entropy_lower_bound(topk) <= full + 1e-5).all()
+    assert torch.allclose(topk_entropy_lower_bound(logp.topk(50, -1).values), full, atol=1e-5)  # the whole vocabulary
+
+
+def test_topk_forward_kl_from_an_engine_computed_raw_fkl_equals_the_one_from_the_student_logprobs():
+    """verl computes sum_k pT (log pT - log pS) in the student's forward (no topk_logS): the
+    renormalised FKL (EOPD) follows from it exactly, gradient included."""
+    from opdbench.blocks import topk_forward_kl
+
+    topk_logT, topk_logS = topk_fixture()
+    for renormalize in (True, False):
+        a = topk_logS.clone().requires_grad_(True)
+        expected = topk_forward_kl(topk_logT, StudentOutput(logS=LOG_OLD, topk_logS=a), renormalize)
+        expected.sum().backward()
+        b = topk_logS.clone().requires_grad_(True)
+        raw = (topk_logT.exp() * (topk_logT - b)).sum(-1)  # what verl's compute_forward_kl_topk returns
+        got = topk_forward_kl(topk_logT, StudentOutput(logS=LOG_OLD, topk_fkl=raw), renormalize)
+        got.sum().backward()
+        assert torch.allclose(got, expected, atol=1e-6) and torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+def test_eopd_with_the_topk_entropy_gates_on_its_lower_bound():
+    topk_logT, topk_logS = topk_fixture()
+    m = method("eopd", k=2, entropy="topk", tau=0.9)
+    assert "teacher_entropy" not in m.needs and "teacher_topk" in m.needs
+    assert "teacher_entropy" in method("eopd").needs
+    # row 0: top-2 (0.6, 0.2): bound 0.6 log(1/0.6) + 0.4 log(1/0.2) = 0.950 >= 0.9; row 1 (0.5, 0.5): log 2 = 0.693
+    batch = scored_batch(LOG_OLD, LOG_T, MASK, topk_ids=torch.zeros(2, 4, 2, dtype=torch.long), topk_logT=topk_logT)
+    student = on_policy(LOG_OLD, topk_logS)
+    loss, diag = run(m, batch, student)
+    assert diag["fkl_token"].tolist() == [[1, 1, 1, 1], [0, 0, 0, 0]]
+    fkl0 = 0.75 * (math.log(0.75) - math.log(0.3)) + 0.25 * (math.log(0.25) - math.log(0.3))
+    rkl = -(0.5 - 3.0 + 0.0 + 0.2 + 0.1 - 1.0 + 2.0) / 7
+    assert loss.item() == pytest.approx(rkl + 4 * fkl0 / 7, rel=1e-6)
+
+
 # -- REOPOLD -----------------------------------------------------------------------------
 def test_reopold_floor_value():
     assert C_03 == pytest.approx(-1.719961, abs=1e-6)

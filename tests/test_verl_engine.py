@@ -152,9 +152,13 @@ def test_the_entry_point_registers_every_method_as_a_verl_loss():
     import verl  # noqa: F401  (loads the verl.plugins entry points)
     from verl.trainer.distillation.losses import DISTILLATION_LOSS_REGISTRY, get_distillation_loss_settings
 
-    for method in load_methods(METHODS_DIR):
+    for method, cls in load_methods(METHODS_DIR).items():
         assert loss_name(method) in DISTILLATION_LOSS_REGISTRY
-        assert get_distillation_loss_settings(loss_name(method)).use_estimator  # the sampled-token teacher mode
+        settings = get_distillation_loss_settings(loss_name(method))
+        # the sampled-token teacher mode, or verl's top-k mode for a method needing the teacher's top-k
+        # (whose sampled-token log-probs agent_loop.py adds)
+        topk = "teacher_topk" in cls.needs
+        assert (settings.use_topk, settings.use_estimator) == (topk, not topk)
     assert register_losses() == []  # idempotent: a second import registers nothing twice
 
 
@@ -195,7 +199,9 @@ def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_l
 
 def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_cannot_run(tmp_path):
     """base.engine: verl with its base.verl block passes the config schema and the start-up checks
-    for OPD and REOPOLD; adding EOPD stops `snakemake -n` with the registry's message."""
+    for OPD and REOPOLD; adding EOPD stops `snakemake -n` with the registry's message, which names the
+    setting that avoids the need: with it, EOPD is planned, and TrOPD without its teacher prefixes
+    (fkl_outlier) too; TrOPD with them stops it."""
     overlay = tmp_path / "verl.yaml"
     verl_base = ("base: {engine: verl, device: cuda, verl: {nnodes: 1, student_gpus_per_node: 2, "
                  "teacher_gpus_per_node: 2, rollout_tp: 2, teacher_tp: 1, gpu_memory_utilization: 0.6}}\n")
@@ -207,7 +213,14 @@ def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_canno
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert ("method 'eopd' needs 'teacher_entropy', which engine 'verl' does not provide "
-            "(engines that provide it: local); config key 'base.engine'") in out, out[-3000:]
+            "(engines that provide it: local); or set method_settings.eopd.entropy: topk") in out, out[-3000:]
+    overlay.write_text(verl_base + "methods: [opd, eopd, fkl_outlier]\nmethod_settings: {eopd: {entropy: topk}}\n")
+    proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300)
+    assert "results/micro/train/math/eopd/seed0/run.json" in proc.stdout
+    assert "results/micro/train/math/fkl_outlier/seed0/run.json" in proc.stdout
+    overlay.write_text(verl_base + "methods: [opd, tropd]\n")
+    proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300, check=False)
+    assert "method 'tropd' needs 'teacher_prefix', which engine 'verl' does not provide" in proc.stdout + proc.stderr
 
 
 def test_snakemake_plans_the_reopold_math_experiment_on_verl(tmp_path):

@@ -11,17 +11,40 @@ import math
 from opdbench.lazy import torch
 
 
-def topk_forward_kl(topk_logT: torch.Tensor, topk_logS: torch.Tensor, renormalize: bool) -> torch.Tensor:
+def topk_forward_kl(topk_logT: torch.Tensor, student, renormalize: bool) -> torch.Tensor:
     """Per-token ``sum_{v in TopK_T} pT(v) * (log pT(v) - log pS(v))`` [B, T].
 
     ``renormalize=True`` uses the teacher renormalised over its top-k, ``pT~`` (EOPD);
     ``False`` uses the raw top-k probabilities (TrOPD Eq. 7). The student's log-probs are
-    never renormalised.
+    never renormalised. ``student``: the ``StudentOutput`` (or its ``topk_logS`` [B, T, k]).
+    Where the engine computed the raw sum in the student's forward (``student.topk_fkl``,
+    verl), the renormalised one follows exactly: with m = sum_k pT,
+    sum pT/m (log pT - log m - log pS) = topk_fkl / m - log m.
     """
     topk_logT = topk_logT.detach()  # the teacher is a fixed target
+    topk_logS = getattr(student, "topk_logS", student)
+    if topk_logS is None:
+        if student.topk_fkl is None:
+            raise ValueError("the student output has neither topk_logS nor topk_fkl: the engine scored no top-k")
+        if not renormalize:
+            return student.topk_fkl
+        mass = topk_logT.exp().sum(-1)
+        return student.topk_fkl / mass - mass.log()
     logT = torch.log_softmax(topk_logT, dim=-1) if renormalize else topk_logT
     pT = logT.exp()
     return (pT * (logT - topk_logS)).sum(-1)
+
+
+def topk_entropy_lower_bound(topk_logT: torch.Tensor) -> torch.Tensor:
+    """A lower bound [B, T] of the teacher's full-vocabulary entropy from its top-k log-probs
+    alone (what a vLLM-served teacher returns): the top-k's own terms plus the tail's mass
+    1 - m, every tail token at most as likely as the k-th, so its ``-p log p >= -p log p_k``:
+    ``H >= -sum_k pT log pT - (1 - m) log p_k`` (equality when the tail is k-th-sized tokens).
+    A gate ``H >= tau`` on it fires only where the full entropy's gate fires."""
+    topk_logT = topk_logT.detach()
+    pT = topk_logT.exp()
+    tail = (1.0 - pT.sum(-1)).clamp(min=0.0)
+    return -(pT * topk_logT).sum(-1) - tail * topk_logT.min(-1).values
 
 
 def topk_jsd_forward_term(topk_logT: torch.Tensor, topk_logS: torch.Tensor, beta: float) -> torch.Tensor:

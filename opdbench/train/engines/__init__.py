@@ -81,25 +81,35 @@ def get_engine(name: str) -> type:
     return engines[name]
 
 
-def missing_capability(method_cls: type, engine_name: str) -> str | None:
-    """Why ``method_cls`` cannot run on the engine (its first need the engine lacks), or None."""
+def missing_capability(method_cls: type, engine_name: str, hparams: dict[str, Any] | None = None,
+                       where: str | None = None) -> str | None:
+    """Why a run of ``method_cls`` with ``hparams`` (its overrides of the method's defaults)
+    cannot run on the engine (its first need the engine lacks), or None. A method's ``instead``
+    (need -> (hyperparameter, value, what it does)) adds the setting that avoids the need, at the
+    config key ``where`` (default ``method_settings.<method>``)."""
     engines = load_engines()
     engine = get_engine(engine_name)
-    lacking = sorted(set(method_cls.needs) - engine.capabilities)
+    needs = method_cls.needs_of(method_cls.resolve_hparams(hparams or {}))
+    lacking = sorted(set(needs) - engine.capabilities)
     if not lacking:
         return None
     need = lacking[0]
     providers = sorted(n for n, e in engines.items() if need in e.capabilities)
     have = ", ".join(providers) if providers else "none"
-    return (f"method '{method_cls.name}' needs '{need}', which engine '{engine_name}' does not provide "
-            f"(engines that provide it: {have})")
+    message = (f"method '{method_cls.name}' needs '{need}', which engine '{engine_name}' does not provide "
+               f"(engines that provide it: {have})")
+    if need in getattr(method_cls, "instead", {}):
+        key, value, what = method_cls.instead[need]
+        message += f"; or set {where or f'method_settings.{method_cls.name}'}.{key}: {value} ({what})"
+    return message
 
 
-def check_capabilities(runs: list[tuple[str, type, str]]) -> None:
-    """Each (run name, method class, engine name): raise ConfigError at the first run whose
-    method needs what its engine lacks."""
-    for run_name, method_cls, engine_name in runs:
-        message = missing_capability(method_cls, engine_name)
+def check_capabilities(runs: list[tuple]) -> None:
+    """Each (run name, method class, engine name[, the run's hyperparameter overrides]): raise
+    ConfigError at the first run whose method needs what its engine lacks."""
+    for run_name, method_cls, engine_name, *hparams in runs:
+        where = f"variants.{run_name}" if run_name != method_cls.name else None
+        message = missing_capability(method_cls, engine_name, *hparams, where=where)
         if message:
             where = f"run '{run_name}': " if run_name != method_cls.name else ""
             raise ConfigError(f"{where}{message}; config key 'base.engine'")

@@ -37,14 +37,16 @@ class VerlEngine:
     # of each sampled token: the reference model's (its reference worker, started by
     # overrides._reference; the initial student at temperature 1); the verifier's outcome (verl's
     # reward, the task's verifier: reward.py, read by the registered trainer); the initial student's
-    # difficulty profile (profile.py, before verl starts; the pool becomes the training parquet). Its
-    # teacher loop returns either sampled-token or top-k log-probs in a run, not both (teacher_topk
-    # methods need both); no teacher entropy or teacher-written prefixes. docs/verl.md, "Methods".
-    capabilities: frozenset[str] = frozenset({"ref_logprobs", "outcome", "prompt_difficulty"})
+    # difficulty profile (profile.py, before verl starts; the pool becomes the training parquet). No
+    # full-vocabulary teacher entropy (vLLM returns top-k log-probs) or teacher-written prefixes.
+    # docs/verl.md, "Methods".
+    # The teacher's top-k log-probs with its sampled-token ones (agent_loop.py) and the student's top-k
+    # forward KL computed in verl's forward (StudentOutput.topk_fkl; not the student's top-k log-probs).
+    capabilities: frozenset[str] = frozenset({"ref_logprobs", "outcome", "prompt_difficulty", "teacher_topk"})
 
     def __init__(self, run: dict[str, Any], task, train_rows: list[dict[str, Any]], student_ref: str,
                  teacher_ref: str, method, out_dir: Path, device: str = "cuda"):
-        check_capabilities([(run["run_name"], type(method), self.name)])  # the registry's message
+        check_capabilities([(run["run_name"], type(method), self.name, run["hparams"])])  # the registry's message
         if device == "cpu":
             raise ConfigError("config key 'base.device': the verl engine runs on GPUs (vLLM rollout and teacher); "
                               "set base.device: cuda, or base.engine: local for CPU")
@@ -75,7 +77,7 @@ class VerlEngine:
         in a process of its own and kept beside the checkpoints (a resumed run reuses it)."""
         from opdbench.train import common
 
-        if "prompt_difficulty" not in type(self.method).needs:
+        if "prompt_difficulty" not in self.method.needs:
             return list(range(len(self.rows)))
         backend = profile.backend()
 
@@ -102,7 +104,7 @@ class VerlEngine:
         launch.write_run_file(self.run, self.out_dir)
         overrides = verl_overrides(self.run, student=self.student, teacher=self.teacher, train_file=train_file,
                                    n_prompts=len(pool), max_prompt_length=self.max_prompt_length,
-                                   out_dir=self.out_dir, resources=self.resources, needs=type(self.method).needs)
+                                   out_dir=self.out_dir, resources=self.resources, needs=self.method.needs)
         env = launch.launch_env(self.out_dir, launch.next_attempt(self.out_dir))
         multi_node = self.resources.nnodes > 1
         prologue = launch.ray_on_slurm(self.resources.nnodes, self.resources.gpus_per_node,

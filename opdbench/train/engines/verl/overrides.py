@@ -26,6 +26,9 @@ from typing import Any
 from opdbench.errors import ConfigError
 
 TRAINER_MODE = "opdbench"  # the registered trainer (trainer.py)
+# The agent-loop manager whose workers also keep the teacher's sampled-token log-probs in a top-k run
+# (agent_loop.py, which imports verl and Ray: named here, imported by verl's processes only)
+TOPK_AGENT_LOOP_MANAGER = "opdbench.train.engines.verl.agent_loop.TeacherTokenManager"
 
 # verl's trainer module and its Hydra config (the same name the launch and the tests use).
 TRAINER_MODULE = "verl.trainer.main_ppo"
@@ -118,6 +121,17 @@ def _reference(run: dict[str, Any], needs: frozenset[str], max_len: int) -> list
             f"actor_rollout_ref.ref.fsdp_config.model_dtype={DTYPES[train['dtype']]}",  # as the student's old log-probs
             "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
             f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={max(16384, max_len)}"]
+
+
+def _topk(run: dict[str, Any], needs: frozenset[str]) -> list[str]:
+    """Top-k teacher log-probs (need ``teacher_topk``: EOPD, TrOPD): verl's top-k mode with the
+    method's k (the method's loss is registered with ``use_topk``, so verl's teacher loop asks vLLM
+    for the top-k and the student's forward computes verl's top-k forward KL, ``StudentOutput.topk_fkl``),
+    and the agent-loop manager whose workers also ask for the sampled tokens' log-probs (``logT``)."""
+    if "teacher_topk" not in needs:
+        return []
+    return [f"distillation.distillation_loss.topk={run['hparams']['k']}",
+            f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={TOPK_AGENT_LOOP_MANAGER}"]
 
 
 # verl's single-teacher entry: it takes the whole teacher pool (verl sets its replicas) and every sample.
@@ -213,11 +227,12 @@ def _teachers(teacher: str | Path | dict[str, str | Path], resources: VerlResour
 
 
 def method_needs(run: dict[str, Any]) -> frozenset[str]:
-    """What the run's method needs from scoring (its method file's ``needs``)."""
+    """What the run needs from scoring (its method's ``needs_of`` its hyperparameters)."""
     from opdbench.train.engines.verl.launch import methods_dir
     from opdbench.registry import get_method_class
 
-    return frozenset(get_method_class(run["method"], methods_dir()).needs)
+    cls = get_method_class(run["method"], methods_dir())
+    return frozenset(cls.needs_of(cls.resolve_hparams(run["hparams"])))
 
 
 def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | Path | dict[str, str | Path],
@@ -315,6 +330,7 @@ def verl_overrides(run: dict[str, Any], *, student: str | Path, teacher: str | P
         "distillation.distillation_loss.use_policy_gradient=False",
         "distillation.distillation_loss.loss_max_clamp=null",
         "distillation.distillation_loss.log_prob_min_clamp=null",
+        *_topk(run, needs),
         # verl's reward loop runs even without task rewards: the suite's task scores (train_accuracy)
         f"reward.custom_reward_function.path={Path(__file__).with_name('reward.py')}",
         "reward.custom_reward_function.name=compute_score",

@@ -52,6 +52,13 @@ ENTROPY = "opdbench_entropy"  # [B, R]: the rollout policy's entropy (verl's old
 REFERENCE = "ref_log_prob"  # verl's own key: the reference worker's log-probs per response token
 OUTCOME = "rm_scores"  # verl's reward per response token (TransferQueue field)
 EXTRA = "opdbench_extra_"  # + name: Method.prepare's batch.extras, one row per rollout
+# A top-k run (need teacher_topk): each rollout's teacher log-probs of its sampled tokens, as the
+# agent-loop worker keeps them in its extra_fields (agent_loop.py; per position of the unpadded
+# sequence), and as the trainer hands them to the loss ([B, R], per response token).
+TOKEN_LOGPROBS = "opdbench_teacher_token_logprobs"
+TEACHER_TOKEN = "opdbench_teacher_token"
+# extras scored_batch reads from verl's own keys in every micro-batch: never copied into extra keys
+FROM_VERL = ("topk_logT", "topk_ids")
 
 
 def minibatch_rows(n_rows: int, mini_batch_size: int, dp_size: int) -> list["torch.Tensor"]:
@@ -84,25 +91,31 @@ def prepare_update(method, batch, progress, minibatches) -> dict[str, "torch.Ten
     with torch.no_grad():
         for rows in minibatches:
             mb = batch.select(rows)
-            terms, _ = method.loss(mb, StudentOutput(logS=mb.logOld), progress)
+            # (the top-k forward KL's value does not shape a mask: a zero stands in for verl's)
+            fkl = torch.zeros_like(mb.logOld) if "topk_logT" in mb.extras else None
+            terms, _ = method.loss(mb, StudentOutput(logS=mb.logOld, topk_fkl=fkl), progress)
             norms = normalisers([terms])
             if tokens is None:
                 tokens = batch.logOld.new_zeros(batch.logOld.shape[0], len(norms))
                 seqs = torch.zeros_like(tokens)
             tokens[rows] = torch.stack([n.tokens for n in norms]).to(tokens.dtype)
             seqs[rows] = torch.stack([n.seqs for n in norms]).to(seqs.dtype)
-    return {NORM_TOKENS: tokens, NORM_SEQS: seqs, ENTROPY: batch.entropy,
-            **{EXTRA + name: value for name, value in batch.extras.items()}}
+    keys = {NORM_TOKENS: tokens, NORM_SEQS: seqs, ENTROPY: batch.entropy,
+            **{EXTRA + name: value for name, value in batch.extras.items() if name not in FROM_VERL}}
+    if "topk_logT" in batch.extras:  # the teacher's sampled-token log-probs, beside verl's top-k ones
+        keys[TEACHER_TOKEN] = batch.logT
+    return keys
 
 
 def _padded(tensor, width: int, fill=0.0):
-    """A response-shaped tensor as [B, width]: verl keeps some padded to max_response_len, others
-    jagged (nested) per response."""
+    """A response-shaped tensor as [B, width] (or [B, width, k]): verl keeps some padded to
+    max_response_len, others jagged (nested) per response."""
     import torch
 
     if getattr(tensor, "is_nested", False):
-        return tensor.to_padded_tensor(fill, output_size=(tensor.size(0), width))
-    return torch.nn.functional.pad(tensor[:, :width], (0, max(0, width - tensor.shape[1])), value=fill)
+        return tensor.to_padded_tensor(fill, output_size=(tensor.size(0), width, *tensor.shape[2:]))
+    pad = (0, 0) * (tensor.dim() - 2) + (0, max(0, width - tensor.shape[1]))
+    return torch.nn.functional.pad(tensor[:, :width], pad, value=fill)
 
 
 def _plain(values):
@@ -129,11 +142,20 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
 
     keys = list(data.keys())
     mask = _padded(data["response_mask"], width).float()
-    logT = no_padding_2_padding(data["teacher_logprobs"], data)
-    logT = _padded(logT.squeeze(-1) if logT.dim() == 3 else logT, width)
+    teacher = no_padding_2_padding(data["teacher_logprobs"], data)
+    extras = {}
+    if "teacher_ids" in keys and teacher.dim() == 3 and teacher.shape[-1] > 1:  # verl's top-k mode (overrides._topk)
+        extras["topk_logT"] = _padded(teacher, width).float() * mask[..., None]
+        extras["topk_ids"] = _padded(no_padding_2_padding(data["teacher_ids"], data), width, fill=0).long()
+        if TEACHER_TOKEN not in keys:
+            raise RuntimeError(f"verl's batch has top-k teacher log-probs but no '{TEACHER_TOKEN}': the run's "
+                               f"trainer must read the sampled tokens' ones (trainer.update_keys)")
+        logT = _padded(data[TEACHER_TOKEN], width)
+    else:
+        logT = _padded(teacher.squeeze(-1) if teacher.dim() == 3 else teacher, width)
     entropy = _padded(data[entropy_key], width) if entropy_key in keys else torch.zeros_like(mask)
-    extras = {key[len(EXTRA):]: (_padded(data[key], width) if data[key].dim() == 2 else data[key])
-              for key in keys if isinstance(key, str) and key.startswith(EXTRA)}
+    extras.update({key[len(EXTRA):]: (_padded(data[key], width) if data[key].dim() == 2 else data[key])
+                   for key in keys if isinstance(key, str) and key.startswith(EXTRA)})
     if REFERENCE in keys:  # ref_logprobs (ExOPD)
         extras["logRef"] = _padded(data[REFERENCE], width).float() * mask
     if OUTCOME in keys:  # the verifier's 0/1 per rollout, as verl's reward (reward.compute_score) wrote it (Uni-OPD)
@@ -155,16 +177,17 @@ def register_losses(directory: Path | None = None) -> list[str]:
     from verl.trainer.distillation.losses import (DISTILLATION_LOSS_REGISTRY, DistillationLossSettings,
                                                   register_distillation_loss)
 
-    from opdbench.registry import load_methods
+    from opdbench.registry import get_method_class, load_methods
 
     names = []
     for method in sorted(load_methods(directory or methods_dir())):
         name = loss_name(method)
         if name in DISTILLATION_LOSS_REGISTRY:  # imported twice in one process
             continue
-        # use_estimator: the teacher is asked for the sampled token's log-prob (one mode per run in
-        # verl 0.9.1; teacher_topk methods are refused by the engine's capabilities).
-        register_distillation_loss(DistillationLossSettings(names=name, use_estimator=True))(
+        # use_estimator: the teacher is asked for the sampled token's log-prob; use_topk (need teacher_topk):
+        # for its top-k, verl's forward computes the top-k forward KL, and agent_loop.py adds the sampled token's
+        topk = "teacher_topk" in get_method_class(method, directory or methods_dir()).needs
+        register_distillation_loss(DistillationLossSettings(names=name, use_topk=topk, use_estimator=not topk))(
             functools.partial(method_loss, method))
         names.append(name)
     return names
@@ -219,8 +242,12 @@ def method_loss(method: str, config, distillation_config, model_output, data):
     logS = no_padding_2_padding(model_output["log_probs"], data)  # the current student, with gradient
     batch = scored_batch(data, logS.shape[1])
     mask = batch.mask
+    # a top-k run: verl's forward computed sum_k pT (log pT - log pS) at each position, with gradient
+    fkl = model_output.get("distillation_losses")
+    student = StudentOutput(logS=logS, topk_fkl=None if fkl is None else _padded(no_padding_2_padding(fkl, data),
+                                                                                  logS.shape[1]))
     step = int(data["global_steps"]) - 1  # verl counts steps from 1
-    terms, diag = run_method(method).loss(batch, StudentOutput(logS=logS), Progress(step, run_file()["train"]["steps"]))
+    terms, diag = run_method(method).loss(batch, student, Progress(step, run_file()["train"]["steps"]))
     if not isinstance(terms, list):
         raise TypeError(f"verl loss '{loss_name(method)}': Method.loss must return its loss terms "
                         f"(opdbench.train.losses.LossTerm), not {type(terms).__name__}")

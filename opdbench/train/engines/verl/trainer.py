@@ -22,9 +22,28 @@ FIELDS = ("prompts", "responses", "response_mask", "old_log_probs", "entropy", "
 
 def fields_of(needs) -> list[str]:
     """The fields to read for a method with these needs (the reference's where verl computed them,
-    the reward where the method reads the verifier's outcome)."""
+    the reward where the method reads the verifier's outcome, the teacher's top-k ids and the
+    agent-loop worker's extra fields, with the sampled tokens' teacher log-probs, in a top-k run)."""
     return list(FIELDS) + ([plugin.REFERENCE] if "ref_logprobs" in needs else []) + (
-        [plugin.OUTCOME] if "outcome" in needs else [])
+        [plugin.OUTCOME] if "outcome" in needs else []) + (
+        ["teacher_ids", "extra_fields"] if "teacher_topk" in needs else [])
+
+
+def sampled_token_logprobs(fields, width: int):
+    """[B, width]: each response token's teacher log-prob from the agent-loop worker's extra fields
+    (agent_loop.py: per position of the unpadded prompt + response), aligned as verl aligns its
+    teacher log-probs; a row verl's batch balancing added (no such field) gets zeros."""
+    import torch
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    lengths = (fields["prompts"].offsets().diff() + fields["responses"].offsets().diff()).tolist()
+    rows = [(extra or {}).get(plugin.TOKEN_LOGPROBS) for extra in plugin._plain(fields["extra_fields"])]
+    values = [torch.zeros(n) if row is None else torch.as_tensor(row, dtype=torch.float32)
+              for row, n in zip(rows, lengths, strict=True)]
+    if any(v.shape[0] != n for v, n in zip(values, lengths)):
+        raise ValueError("the teacher's sampled-token log-probs do not cover their sequences")
+    nested = torch.nested.as_nested_tensor(values, layout=torch.jagged)
+    return plugin._padded(no_padding_2_padding(nested, fields), width)
 
 
 def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) -> dict:
@@ -32,6 +51,9 @@ def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) ->
     in the order verl dispatches it to the ranks, i.e. after ``_balance_batch``)."""
     mask = fields["response_mask"]
     width = int(mask.offsets().diff().max()) if getattr(mask, "is_nested", False) else mask.shape[1]
+    if "extra_fields" in fields.keys():  # a top-k run: the sampled tokens' teacher log-probs beside verl's top-k
+        fields = fields.clone(recurse=False)
+        fields[plugin.TEACHER_TOKEN] = sampled_token_logprobs(fields, width)
     batch = plugin.scored_batch(fields, width, entropy_key="entropy")
     rows = plugin.minibatch_rows(batch.mask.shape[0], mini_batch_size, dp_size)
     return plugin.prepare_update(method, batch, progress, rows)
@@ -57,7 +79,7 @@ def register() -> bool:
             run = plugin.run_file()
             method = plugin.run_method(run["method"])
             fields = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
-                                     select_fields=fields_of(type(method).needs))
+                                     select_fields=fields_of(method.needs))
             group = self.actor_rollout_wg
             if "actor" not in group._dispatch_info:  # as verl's _balance_batch reads the dp size
                 group._dispatch_info["actor"] = group._query_dispatch_info("actor")
@@ -67,6 +89,19 @@ def register() -> bool:
                                actor.actor.ppo_mini_batch_size * actor.rollout.n, dp_size)
             tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                             fields=TensorDict(keys, batch_size=[len(batch.keys)]))
-            return super()._update_actor(batch, metrics)
+            if "teacher_topk" not in method.needs:
+                return super()._update_actor(batch, metrics)
+            # verl's top-k mode without a policy gradient skips the student's sampled-token log-probs
+            # in its forward (extra_info distillation_only); the method's loss reads them too
+            update = group.update_actor  # verl binds a worker group's methods to the instance
+
+            def update_actor(meta, *args, **kwargs):
+                meta.extra_info["distillation_only"] = False
+                return update(meta, *args, **kwargs)
+            group.update_actor = update_actor
+            try:
+                return super()._update_actor(batch, metrics)
+            finally:
+                group.update_actor = update
 
     return True

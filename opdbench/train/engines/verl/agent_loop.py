@@ -1,0 +1,77 @@
+"""The teacher's top-k *and* sampled-token log-probs in one verl run (need ``teacher_topk``: EOPD,
+TrOPD), through verl 0.9.1's agent-loop-manager extension point
+(``actor_rollout_ref.rollout.agent.agent_loop_manager_class``, set by ``overrides._topk``).
+
+verl's teacher loop asks vLLM for one mode per run: with a top-k loss (``use_topk``) it keeps each
+position's k most likely tokens and drops the sampled token's log-prob where it is not among them
+(``extract_prompt_logprobs``). The worker here lets verl fill ``teacher_ids`` / ``teacher_logprobs``
+with the top-k as usual (verl's own top-k forward KL reads them in the student's forward) and asks
+the same teacher server once more with ``prompt_logprobs=0``, the sampled-token mode, keeping
+those log-probs in the rollout's ``extra_fields`` under ``TOKEN_LOGPROBS`` (verl's layout: one per
+position of the unpadded prompt + response, position j holding token j + 1's, a dummy last); the
+registered trainer reads them as the batch's ``logT``. Cost: a second prefill of every sequence on
+the teacher (vLLM skips its prefix cache for prompt log-probs).
+
+Importing this module imports verl and Ray: only verl's processes do (through the manager's name).
+"""
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid4
+
+import ray
+import torch
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+
+TOKEN_LOGPROBS = "opdbench_teacher_token_logprobs"
+# the sampled-token mode of verl's teacher requests (teacher_manager._get_teacher_sampling_params with
+# use_topk off): a forward pass over the sequence, one log-prob per position, temperature 1
+SAMPLED_TOKEN_PARAMS = {"max_tokens": 1, "temperature": 1.0, "prompt_logprobs": 0, "detokenize": False}
+
+
+def routing_key(teacher_key: str, sample_kwargs: dict[str, Any] | None):
+    """The sample's value of ``distillation.teacher_key`` as verl's worker reads it."""
+    value = (sample_kwargs or {}).get(teacher_key)
+    return value.item() if hasattr(value, "item") else value
+
+
+async def sampled_token_logprobs(manager, sequence_ids: list[int], key, output=None) -> torch.Tensor:
+    """The teacher's log-prob of each token of ``sequence_ids`` [len], verl's layout (position j:
+    token j + 1's; the last a dummy 0), from the teacher server the sample routes to."""
+    teacher = manager._resolve_teacher_key(key)
+    mm = (getattr(output, "multi_modal_data", None) or {}) if output is not None else {}
+    result = await manager.teacher_client[teacher].generate(
+        request_id=uuid4().hex, prompt_ids=sequence_ids, sampling_params=dict(SAMPLED_TOKEN_PARAMS),
+        image_data=mm.get("images"), video_data=mm.get("videos"), audio_data=mm.get("audios"),
+        mm_processor_kwargs=getattr(output, "mm_processor_kwargs", None),
+        mm_processor_output=getattr(output, "mm_processor_output", None))
+    ids = torch.tensor(result.extra_fields["prompt_ids"], dtype=torch.long)[:, 0]
+    logprobs = torch.tensor(result.extra_fields["prompt_logprobs"], dtype=torch.float32)[:, 0]
+    expected = torch.tensor(sequence_ids[1:], dtype=torch.long)
+    if logprobs.shape[0] != len(sequence_ids) or not torch.equal(ids[:-1], expected):
+        raise RuntimeError(f"teacher '{teacher}' returned log-probs of other tokens than the sequence's "
+                           f"({logprobs.shape[0]} positions for {len(sequence_ids)} tokens)")
+    return logprobs
+
+
+class TeacherTokenWorker(AgentLoopWorkerTQ.__ray_actor_class__):
+    """verl's TransferQueue agent-loop worker whose teacher step also keeps the sampled tokens' log-probs."""
+
+    async def _compute_teacher_logprobs(self, output, prompt_ids, response_ids, validate, sample_kwargs=None):
+        await super()._compute_teacher_logprobs(output, prompt_ids=prompt_ids, response_ids=response_ids,
+                                                validate=validate, sample_kwargs=sample_kwargs)
+        if self.distillation_enabled and not validate:
+            output.extra_fields[TOKEN_LOGPROBS] = await sampled_token_logprobs(
+                self.teacher_server_manager, list(prompt_ids) + list(response_ids),
+                routing_key(self.teacher_key, sample_kwargs), output)
+
+
+class TeacherTokenManager(AgentLoopManagerTQ):
+    """verl's TransferQueue agent-loop manager running ``TeacherTokenWorker``s."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agent_loop_workers_class = ray.remote(TeacherTokenWorker)
+
+
+MANAGER = f"{TeacherTokenManager.__module__}.{TeacherTokenManager.__qualname__}"
