@@ -28,7 +28,9 @@ PROMPTS, N, DP = 3, 2, 2  # prompts, rollouts per prompt, data-parallel ranks
 EOS = 7
 # 6 rollouts; mini-batches of 2 prompts x 2 rollouts -> verl pads the batch to 8 rows
 TINY = deep_update(load_yaml(REPO / "config" / "config.yaml"),
-                   {"base": {"prompts_per_step": PROMPTS, "rollouts_per_prompt": N, "mini_batch_size": 4}})
+                   {"base": {"prompts_per_step": PROMPTS, "rollouts_per_prompt": N, "mini_batch_size": 4},
+                    "method_settings": {"eopd": {"entropy": "topk", "k": 3}}})  # a top-k run on verl
+K = 3
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,10 @@ def correct(key: str) -> float:
     return float(p == 1 or s == 0)
 
 
-def rollouts():
-    """The agent loop's rows: key ``{uid}_{session}_0``; prompt lengths 3-5, responses 1-6 tokens."""
+def rollouts(topk=False):
+    """The agent loop's rows: key ``{uid}_{session}_0``; prompt lengths 3-5, responses 1-6 tokens. A
+    top-k run: the teacher's top-k per position, and its sampled tokens' log-probs in the extra fields
+    (agent_loop.py)."""
     from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
 
     keys, fields, tags = [], [], []
@@ -68,8 +72,7 @@ def rollouts():
             output = AgentLoopOutput(prompt_ids=list(range(10, 10 + plen)), response_ids=list(range(20, 20 + rlen)),
                                      response_mask=[1] * rlen, response_logprobs=values(key, "rollout", rlen).tolist(),
                                      num_turns=2, metrics=AgentLoopMetrics(),
-                                     extra_fields={"teacher_ids": torch.arange(seq, dtype=torch.int32)[:, None],
-                                                   "teacher_logprobs": values(key, "teacher", seq)[:, None]})
+                                     extra_fields=teacher_fields(key, seq, topk))
             field = output.as_dict()
             field.update(uid=uid, session_id=s, global_steps=1)
             # verl's reward (the task's verifier, reward.py) on the response's last token
@@ -81,6 +84,15 @@ def rollouts():
             tags.append({"status": "success", "prompt_len": plen, "response_len": rlen, "seq_len": seq,
                          "global_steps": 1, "min_global_steps": 1, "max_global_steps": 1})
     return keys, fields, tags
+
+
+def teacher_fields(key, seq, topk):
+    if not topk:
+        return {"teacher_ids": torch.arange(seq, dtype=torch.int32)[:, None],
+                "teacher_logprobs": values(key, "teacher", seq)[:, None]}
+    return {"teacher_ids": torch.arange(seq * K, dtype=torch.int32).reshape(seq, K),
+            "teacher_logprobs": values(key, "teacher", seq * K).reshape(seq, K),
+            plugin.TOKEN_LOGPROBS: values(key, "token", seq)}
 
 
 class WorkerGroup:
@@ -119,8 +131,10 @@ class WorkerGroup:
         keys = [plugin.NORM_TOKENS, plugin.NORM_SEQS, plugin.ENTROPY] + [plugin.EXTRA + n for n in self.extra_names]
         if self.reference:
             keys.append(plugin.REFERENCE)
+        if batch.extra_info.get("distillation_use_topk"):
+            keys.append(plugin.TEACHER_TOKEN)
         got = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=keys)
-        self.updates.append((list(batch.keys), list(batch.tags), got))
+        self.updates.append((list(batch.keys), list(batch.tags), got, dict(batch.extra_info)))
         return {"metrics": {"mfu": [0.0]}}
 
 
@@ -158,6 +172,8 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
     width = max(t["response_len"] for t in tags)
     B = len(keys)
     mask, logOld, logT, entropy, logRef = (torch.zeros(B, width) for _ in range(5))
+    topk = "teacher_topk" in get_method_class(method, METHODS_DIR).needs
+    topk_logT = torch.zeros(B, width, K)
     outcome = torch.zeros(B)
     uids = []
     for i, (key, tag) in enumerate(zip(keys, tags)):
@@ -169,32 +185,36 @@ def local_expectation(run, method, keys, tags, mini_batch_size):
         at = slice(p - 1, p + r - 1)
         mask[i, :r] = 1
         logOld[i, :r] = values(key, "old", p + r)[at]
-        logT[i, :r] = values(key, "teacher", p + r)[at]
+        logT[i, :r] = values(key, "token" if topk else "teacher", p + r)[at]
+        topk_logT[i, :r] = values(key, "teacher", (p + r) * K).reshape(p + r, K)[at]
         entropy[i, :r] = -values(key, "entropy", p + r)[at]
         logRef[i, :r] = values(key, "ref", p + r)[at]
     groups = {u: g for g, u in enumerate(dict.fromkeys(uids))}
     ids = torch.zeros(B, width, dtype=torch.long)
     batch = ScoredBatch(Sequences(ids, torch.ones_like(ids), torch.zeros_like(ids), ids, mask), logOld, logT, entropy,
-                        torch.tensor([groups[u] for u in uids]), {"logRef": logRef, "outcome": outcome})
+                        torch.tensor([groups[u] for u in uids]), {"logRef": logRef, "outcome": outcome,
+                                                                  **({"topk_logT": topk_logT} if topk else {})})
     local = get_method_class(method, METHODS_DIR)(run["hparams"], run["train"], 0)
     progress = Progress(run["train"]["steps"] - 1, run["train"]["steps"])
     local.prepare(batch, progress)
     tokens = torch.zeros(B)
     for rows in plugin.minibatch_rows(B, mini_batch_size, DP):
         mb = batch.select(rows)
-        terms, _ = local.loss(mb, StudentOutput(logS=mb.logOld), progress)
+        terms, _ = local.loss(mb, StudentOutput(logS=mb.logOld, topk_fkl=torch.zeros_like(mb.logOld)), progress)
         tokens[rows] = normalisers([terms])[0].tokens.float()
     return batch, tokens, logRef
 
 
 @pytest.mark.parametrize("method, extra_names", [("opd", []), ("reopold", ["entropy_mask"]), ("exopd", []),
-                                                 ("uniopd", ["advantage", "loss_tokens", "margin_shift", "outcome"])])
+                                                 ("uniopd", ["advantage", "loss_tokens", "margin_shift", "outcome"]),
+                                                 ("eopd", [])])
 def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(transfer_queue, tmp_path, monkeypatch,
                                                                              method, extra_names):
     from tensordict import TensorDict  # noqa: F401  (verl's helpers below build TensorDicts)
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-    keys, fields, tags = rollouts()
+    topk = method == "eopd"
+    keys, fields, tags = rollouts(topk)
     partition = f"train_{method}"
     meta = tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
     run, trainer = trainer_for(method, extra_names, tmp_path, monkeypatch)
@@ -208,7 +228,11 @@ def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(tra
         batch = trainer._compute_ref_log_prob(batch, metrics)  # verl's own: ref_log_prob per response
     trainer._update_actor(batch, metrics)
 
-    (seen_keys, seen_tags, got), = trainer.actor_rollout_wg.updates
+    (seen_keys, seen_tags, got, info), = trainer.actor_rollout_wg.updates
+    # a top-k run: verl's top-k forward KL in the forward, and the student's sampled-token log-probs beside it
+    assert (info["distillation_use_topk"], info["distillation_only"]) == (topk, False)
+    assert "update_actor" not in vars(trainer.actor_rollout_wg) or not topk or \
+        trainer.actor_rollout_wg.update_actor.__func__ is WorkerGroup.update_actor  # the worker group is restored
     assert seen_keys == list(batch.keys)
     actor = trainer.config.actor_rollout_ref
     expected, tokens, logRef = local_expectation(run, method, seen_keys, seen_tags,
@@ -220,7 +244,10 @@ def test_the_registered_trainer_writes_each_rows_keys_through_transfer_queue(tra
     if method == "exopd":  # what the loss reads as the reference's log-probs (plugin.scored_batch)
         assert torch.equal(plugin._padded(got[plugin.REFERENCE], width) * expected.mask, logRef)
         assert logRef.abs().sum() > 0
-    prepared = {name: value for name, value in expected.extras.items() if name not in ("logRef", "outcome")}
+    if topk:  # the sampled tokens' teacher log-probs, aligned to the response as verl aligns its own
+        assert torch.equal(plugin._padded(got[plugin.TEACHER_TOKEN], width), expected.logT)
+        assert expected.logT.abs().sum() > 0
+    prepared = {name: value for name, value in expected.extras.items() if name not in ("logRef", "outcome", "topk_logT")}
     if method == "uniopd":  # the verifier's outcome, from verl's reward in TransferQueue
         prepared["outcome"] = expected.extras["outcome"]
         assert 0 < expected.extras["outcome"].sum() < len(seen_keys) - 2

@@ -5,7 +5,12 @@ the local engine's loss (fp32 HF forwards, ``Method.loss``, ``losses.batch_loss`
 verl's optimizer settings). Prints one JSON object: each mini-batch's loss and gradient norm from
 verl and from the local engine, and the local losses had the student not been updated.
 
-    python tests/verl_cpu_workers.py <work dir>
+    python tests/verl_cpu_workers.py <work dir> [opd | eopd]
+
+``eopd`` (entropy: topk) trains in verl's top-k mode: the teacher's top-k per sequence position
+(``teacher_ids`` / ``teacher_logprobs``) and its sampled-token log-probs in the agent loop's extra
+fields, verl's forward computing its top-k forward KL (the logits processor) beside the student's
+log-probs (``distillation_only`` off, as the registered trainer sets it).
 """
 from __future__ import annotations
 
@@ -75,6 +80,8 @@ from opdbench.registry import get_method_class  # noqa: E402
 from opdbench.train.rollout import Sequences  # noqa: E402
 
 B, P, R, MINI = 4, 4, 5, 2  # rollouts, prompt and response widths, rollouts per mini-batch
+K = 4  # the teacher's top-k in the top-k run
+HPARAMS = {"opd": {}, "eopd": {"entropy": "topk", "k": K}}
 PROMPT_LENS, RESPONSE_LENS = [4, 3, 4, 2], [5, 3, 4, 2]
 
 
@@ -136,8 +143,20 @@ def worker(path: Path):
     return w, omega_conf_to_dataclass(cfg.optim)
 
 
+def teacher_topk(teacher: Path, ids, attn):
+    """The teacher's top-k log-probs and ids [B, P + R, K] (fp32) at each position: what its vLLM server
+    returns in verl's top-k mode (position j: the distribution of token j + 1)."""
+    import transformers
+
+    t = transformers.AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)
+    with torch.no_grad():
+        logits = t(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+    return torch.log_softmax(logits.float(), -1).topk(K, -1)
+
+
 def verl_side(student: Path, teacher: Path, ids, attn, run) -> dict:
     """verl's workers: old log-probs and entropy (student), teacher log-probs, then the update."""
+    from tensordict import NonTensorStack
     from verl.trainer.distillation import distillation_ppo_loss
     from verl.utils import tensordict_utils as tu
     from verl.workers.config import DistillationConfig, DistillationLossConfig
@@ -157,19 +176,31 @@ def verl_side(student: Path, teacher: Path, ids, attn, run) -> dict:
     td["old_log_probs"] = no_padding_2_padding(old["log_probs"], td).float()
     td["entropy"] = no_padding_2_padding(old["entropy"], td).float()
     # the teacher loop's sampled-token mode: one log-prob per position of the unpadded sequence
-    td["teacher_logprobs"] = torch.nested.nested_tensor_from_jagged(tea["log_probs"].values().float()[:, None],
-                                                                    offsets=tea["log_probs"].offsets())
+    offsets = tea["log_probs"].offsets()
+    topk = "teacher_topk" in get_method_class(run["method"], METHODS_DIR).needs
+    if not topk:
+        td["teacher_logprobs"] = torch.nested.nested_tensor_from_jagged(tea["log_probs"].values().float()[:, None],
+                                                                        offsets=offsets)
+    else:  # the teacher's top-k per position of the unpadded sequence; its sampled tokens' in the extra fields
+        top = teacher_topk(teacher, ids, attn)
+        real = attn.bool()
+        td["teacher_logprobs"] = torch.nested.nested_tensor_from_jagged(top.values[real], offsets=offsets)
+        td["teacher_ids"] = torch.nested.nested_tensor_from_jagged(top.indices[real], offsets=offsets)
+        td["extra_fields"] = NonTensorStack(*[{plugin.TOKEN_LOGPROBS: row.float()} for row in tea["log_probs"].unbind()])
     method = get_method_class(run["method"], METHODS_DIR)(run["hparams"], run["train"], 0)
     for key, value in trainer.update_keys(td, method, Progress(0, run["train"]["steps"]), MINI, 1).items():
         td[key] = value
+    if topk:
+        del td["extra_fields"]
     settings = DistillationConfig(distillation_loss=DistillationLossConfig(  # as overrides.py sets them
         loss_mode=loss_name(run["method"]), use_task_rewards=False, use_policy_gradient=False, loss_max_clamp=None,
-        log_prob_min_clamp=None))
-    config = SimpleNamespace(loss_agg_mode="token-sum", global_batch_info={}, loss_scale_factor=None)
+        log_prob_min_clamp=None, **({"topk": K} if topk else {})))
+    config = SimpleNamespace(loss_agg_mode="token-sum", global_batch_info={}, loss_scale_factor=None,
+                             strategy="fsdp2")
     actor.set_loss_fn(partial(distillation_ppo_loss, config=config, distillation_config=settings))
     tu.assign_non_tensor(td, use_dynamic_bsz=False, micro_batch_size_per_gpu=1, calculate_entropy=False,
                          temperature=1.0, global_steps=1, mini_batch_size=MINI, global_batch_size=MINI, epochs=1,
-                         seed=0, dataloader_kwargs={"shuffle": False}, distillation_use_topk=False,
+                         seed=0, dataloader_kwargs={"shuffle": False}, distillation_use_topk=topk,
                          distillation_only=False, compute_loss=True)
     metrics = actor.train_mini_batch(td)["metrics"]
     return {"loss": [float(v) for v in metrics["distillation/loss"]], "grad_norm": metrics["grad_norm"],
@@ -194,19 +225,30 @@ def local_side(student: Path, teacher: Path, ids, attn, run, optim: dict) -> dic
     with torch.no_grad():
         log_old, log_t = logprobs(s), logprobs(t)
     seqs = Sequences(ids, attn, pos, ids[:, P:], mask)
-    batch = ScoredBatch(seqs, log_old, log_t, torch.zeros_like(mask), torch.arange(B), {})
+    extras = {}
+    topk = "teacher_topk" in get_method_class(run["method"], METHODS_DIR).needs
+    if topk:
+        top = teacher_topk(teacher, ids, attn)
+        extras = {"topk_ids": top.indices[:, P - 1:-1], "topk_logT": top.values[:, P - 1:-1] * mask[..., None]}
+    batch = ScoredBatch(seqs, log_old, log_t, torch.zeros_like(mask), torch.arange(B), extras)
     method = get_method_class(run["method"], METHODS_DIR)(run["hparams"], run["train"], 0)
+
+    def student_output(rows):
+        logits = s(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, P - 1:-1]
+        logp = torch.log_softmax(logits.float(), -1)
+        return StudentOutput(logS=(logp.gather(-1, ids[:, P:, None])[..., 0] * mask)[rows],
+                             topk_logS=logp.gather(-1, extras["topk_ids"])[rows] if topk else None)
     progress = Progress(0, run["train"]["steps"])
     method.prepare(batch, progress)
     opt = torch.optim.AdamW(s.parameters(), lr=optim["lr"], betas=tuple(optim["betas"]),
                             weight_decay=optim["weight_decay"])
     minibatches = plugin.minibatch_rows(B, MINI, 1)
     with torch.no_grad():  # each mini-batch's loss had the student not been updated (the test's contrast)
-        frozen = [batch_loss(method.loss(batch.select(rows), StudentOutput(logS=log_old[rows]), progress)[0]).item()
+        frozen = [batch_loss(method.loss(batch.select(rows), student_output(rows), progress)[0]).item()
                   for rows in minibatches]
     losses, norms = [], []
     for rows in minibatches:
-        terms, _ = method.loss(batch.select(rows), StudentOutput(logS=logprobs(s)[rows]), progress)
+        terms, _ = method.loss(batch.select(rows), student_output(rows), progress)
         loss = batch_loss(terms)
         opt.zero_grad()
         loss.backward()
@@ -216,13 +258,14 @@ def local_side(student: Path, teacher: Path, ids, attn, run, optim: dict) -> dic
     return {"loss": losses, "grad_norm": norms, "loss_without_update": frozen}
 
 
-def main(work: Path) -> None:
+def main(work: Path, method: str = "opd") -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{(work / 'pg').resolve()}")
     student, teacher = models(work)
     config = load_yaml(REPO / "config" / "config.yaml")
-    run = resolve_run({**config, "base": {**config["base"], "steps": 4}}, "math", "opd", 0, METHODS_DIR)
+    run = resolve_run({**config, "base": {**config["base"], "steps": 4}}, "math", method, 0, METHODS_DIR)
+    run["hparams"].update(HPARAMS[method])
     os.environ[plugin.RUN_ENV] = str(launch.write_run_file(run, work))
     import transformers
 
@@ -234,4 +277,4 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:])

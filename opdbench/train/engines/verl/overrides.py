@@ -131,7 +131,8 @@ def _topk(run: dict[str, Any], needs: frozenset[str]) -> list[str]:
     if "teacher_topk" not in needs:
         return []
     return [f"distillation.distillation_loss.topk={run['hparams']['k']}",
-            f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={TOPK_AGENT_LOOP_MANAGER}"]
+            # a key of verl's AgentLoopConfig that its yaml lacks: added
+            f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={TOPK_AGENT_LOOP_MANAGER}"]
 
 
 # verl's single-teacher entry: it takes the whole teacher pool (verl sets its replicas) and every sample.

@@ -29,21 +29,40 @@ def fields_of(needs) -> list[str]:
         ["teacher_ids", "extra_fields"] if "teacher_topk" in needs else [])
 
 
+def _lengths(fields) -> tuple[list[int], list[int]]:
+    """Each row's prompt and response lengths, as verl's ``no_padding_2_padding`` reads them: from the
+    jagged fields, or from the attention mask where they are padded; without a mask, rows stacked
+    because every one had the same length."""
+    prompts, responses = fields["prompts"], fields["responses"]
+    if getattr(prompts, "is_nested", False):
+        return prompts.offsets().diff().tolist(), responses.offsets().diff().tolist()
+    if "attention_mask" in fields.keys() and not getattr(fields["attention_mask"], "is_nested", False):
+        mask = fields["attention_mask"]
+        return mask[:, :prompts.shape[1]].sum(1).tolist(), mask[:, prompts.shape[1]:].sum(1).tolist()
+    return [prompts.shape[1]] * len(prompts), (
+        responses.offsets().diff().tolist() if getattr(responses, "is_nested", False)
+        else [responses.shape[1]] * len(responses))
+
+
 def sampled_token_logprobs(fields, width: int):
     """[B, width]: each response token's teacher log-prob from the agent-loop worker's extra fields
-    (agent_loop.py: per position of the unpadded prompt + response), aligned as verl aligns its
-    teacher log-probs; a row verl's batch balancing added (no such field) gets zeros."""
+    (agent_loop.py: per position of the unpadded prompt + response, position j holding token j + 1's),
+    i.e. positions prompt - 1 ... prompt + response - 2, as verl aligns its own teacher log-probs
+    (``no_padding_2_padding``); a row verl's batch balancing added (an empty response) gets zeros."""
     import torch
-    from verl.workers.utils.padding import no_padding_2_padding
 
-    lengths = (fields["prompts"].offsets().diff() + fields["responses"].offsets().diff()).tolist()
+    out = torch.zeros(len(fields["responses"]), width)
     rows = [(extra or {}).get(plugin.TOKEN_LOGPROBS) for extra in plugin._plain(fields["extra_fields"])]
-    values = [torch.zeros(n) if row is None else torch.as_tensor(row, dtype=torch.float32)
-              for row, n in zip(rows, lengths, strict=True)]
-    if any(v.shape[0] != n for v, n in zip(values, lengths)):
-        raise ValueError("the teacher's sampled-token log-probs do not cover their sequences")
-    nested = torch.nested.as_nested_tensor(values, layout=torch.jagged)
-    return plugin._padded(no_padding_2_padding(nested, fields), width)
+    mask = fields["response_mask"]
+    empty = [not bool(m.any()) for m in (mask.unbind() if getattr(mask, "is_nested", False) else mask)]
+    for i, (row, prompt, response) in enumerate(zip(rows, *_lengths(fields), strict=True)):
+        if row is None or empty[i]:  # a row verl's batch balancing added (another row's extra fields, no response)
+            continue
+        row = torch.as_tensor(row, dtype=torch.float32)
+        if row.shape[0] != prompt + response:
+            raise ValueError(f"row {i}: {row.shape[0]} teacher log-probs for a sequence of {prompt + response} tokens")
+        out[i, :min(response, width)] = row[prompt - 1:prompt - 1 + min(response, width)]
+    return out
 
 
 def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) -> dict:
