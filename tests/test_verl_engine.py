@@ -200,8 +200,8 @@ def test_the_suites_batch_is_read_from_verls_unpadded_micro_batch_as_verls_own_l
 def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_cannot_run(tmp_path):
     """base.engine: verl with its base.verl block passes the config schema and the start-up checks
     for OPD and REOPOLD; adding EOPD stops `snakemake -n` with the registry's message, which names the
-    setting that avoids the need: with it, EOPD is planned, and TrOPD without its teacher prefixes
-    (fkl_outlier) too; TrOPD with them stops it."""
+    setting that avoids the need: with it, EOPD is planned, and TrOPD with and without its teacher
+    prefixes (fkl_outlier) too; TrOPD's JSD outlier stops it."""
     overlay = tmp_path / "verl.yaml"
     verl_base = ("base: {engine: verl, device: cuda, verl: {nnodes: 1, student_gpus_per_node: 2, "
                  "teacher_gpus_per_node: 2, rollout_tp: 2, teacher_tp: 1, gpu_memory_utilization: 0.6}}\n")
@@ -214,13 +214,15 @@ def test_snakemake_plans_verl_runs_and_stops_at_start_up_for_a_method_verl_canno
     assert proc.returncode != 0, out[-3000:]
     assert ("method 'eopd' needs 'teacher_entropy', which engine 'verl' does not provide "
             "(engines that provide it: local); or set method_settings.eopd.entropy: topk") in out, out[-3000:]
-    overlay.write_text(verl_base + "methods: [opd, eopd, fkl_outlier]\nmethod_settings: {eopd: {entropy: topk}}\n")
+    overlay.write_text(verl_base + "methods: [opd, eopd, tropd, fkl_outlier]\n"
+                       "method_settings: {eopd: {entropy: topk}}\n")
     proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300)
-    assert "results/micro/train/math/eopd/seed0/run.json" in proc.stdout
-    assert "results/micro/train/math/fkl_outlier/seed0/run.json" in proc.stdout
-    overlay.write_text(verl_base + "methods: [opd, tropd]\n")
+    for run in ("eopd", "tropd", "fkl_outlier"):
+        assert f"results/micro/train/math/{run}/seed0/run.json" in proc.stdout
+    overlay.write_text(verl_base + "methods: [opd, jsd_05]\n")  # TrOPD's JSD outlier reads the student's top-k
     proc = run_snakemake(tmp_path / "work", "-n", configfiles=(MICRO_CONFIG, overlay), timeout=300, check=False)
-    assert "method 'tropd' needs 'teacher_prefix', which engine 'verl' does not provide" in proc.stdout + proc.stderr
+    assert "run 'jsd_05': method 'tropd' needs 'student_topk', which engine 'verl' does not provide" in \
+        proc.stdout + proc.stderr
 
 
 def test_snakemake_plans_the_reopold_math_experiment_on_verl(tmp_path):

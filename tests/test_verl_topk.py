@@ -1,9 +1,10 @@
-"""A top-k run on verl (need ``teacher_topk``: EOPD with ``entropy: topk``, TrOPD without teacher
-prefixes): the overrides compose with verl's config classes and name the agent-loop manager; its
-worker asks the teacher for the top-k and for the sampled tokens' log-probs and the trainer aligns the
-latter to the response; verl's loss entry point, with verl's own top-k forward KL computed from the
-student's logits, gives the local engine's loss and gradient (fp32) for every variant, step and
-loss_agg_mode."""
+"""A top-k run on verl (need ``teacher_topk``: EOPD with ``entropy: topk``, TrOPD with or without
+teacher prefixes): the overrides compose with verl's config classes and name the agent-loop manager
+(and, with prefixes, the prefix agent loop); its worker asks the teacher for the top-k and for the
+sampled tokens' log-probs and the trainer aligns the latter to the response; the prefix loop lets the
+teacher write the first tokens and the student the rest; verl's loss entry point, with verl's own
+top-k forward KL computed from the student's logits, gives the local engine's loss and gradient
+(fp32) for every variant, step and loss_agg_mode."""
 import asyncio
 from types import SimpleNamespace
 
@@ -17,16 +18,19 @@ from opdbench.method import Progress, ScoredBatch, StudentOutput
 from opdbench.registry import get_method_class
 from opdbench.train.engines.verl import launch, plugin, trainer
 from opdbench.train.engines.verl.engine import VerlEngine
-from opdbench.train.engines.verl.overrides import TOPK_AGENT_LOOP_MANAGER, VerlResources, loss_name, verl_overrides
+from opdbench.train.common import teacher_token_mask
+from opdbench.train.engines.verl.overrides import (PREFIX_AGENT_LOOP, TOPK_AGENT_LOOP_MANAGER, VerlResources,
+                                                   loss_name, verl_overrides)
 from opdbench.train.losses import batch_loss
 from opdbench.train.rollout import Sequences
 
 TINY = load_yaml(REPO / "config" / "config.yaml")
 B, R, PROMPT, V, K, DP, MINI = 8, 6, 3, 10, 4, 2, 4  # rows, response width, prompt, vocabulary, top-k, ranks, mini-batch
 LENGTHS = [6, 3, 5, 1, 4, 6, 2, 5]
+PREFIXES = [2, 0, 3, 1, 0, 6, 1, 0]  # teacher-written tokens per rollout (TrOPD's guidance)
 # runs a top-k verl run can train: EOPD gating on its top-k entropy bound, TrOPD's variants without prefixes
 RUNS = [("eopd", {"entropy": "topk", "k": K}), ("eopd", {"entropy": "topk", "k": K, "tau": 1.2, "alpha": 0.5}),
-        ("tropd", {"guidance": False, "k": K}),
+        ("tropd", {"k": K}), ("tropd", {"guidance": False, "k": K}),
         ("tropd", {"guidance": False, "k": K, "region": "none"}),
         ("tropd", {"guidance": False, "k": K, "region": "threshold", "outlier": "clip"}),
         ("tropd", {"guidance": False, "k": K, "region": "threshold", "outlier": "mask"})]
@@ -38,7 +42,7 @@ def run_of(method, hp, config=TINY):
     return run
 
 
-@pytest.mark.parametrize("method,hp", [RUNS[0], RUNS[2]], ids=["eopd", "tropd"])
+@pytest.mark.parametrize("method,hp", [RUNS[0], RUNS[2], RUNS[3]], ids=["eopd", "tropd", "tropd-no-guidance"])
 def test_a_topk_run_composes_with_verls_config_and_names_the_agent_loop_manager(method, hp):
     from verl.utils.import_utils import load_class_from_fqn
     from verl.trainer.ppo.v1 import AgentLoopManagerTQ
@@ -54,6 +58,8 @@ def test_a_topk_run_composes_with_verls_config_and_names_the_agent_loop_manager(
     k = run["hparams"]["k"]
     assert f"distillation.distillation_loss.topk={k}" in args
     assert f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={TOPK_AGENT_LOOP_MANAGER}" in args
+    prefixes = "teacher_prefix" in cls.needs_of(run["hparams"])
+    assert (f"actor_rollout_ref.rollout.agent.default_agent_loop={PREFIX_AGENT_LOOP}" in args) == prefixes
     cfg = compose(args)
     check_with_verls_classes(cfg)
     from verl.utils.config import omega_conf_to_dataclass
@@ -68,15 +74,19 @@ def test_a_topk_run_composes_with_verls_config_and_names_the_agent_loop_manager(
     assert issubclass(manager, AgentLoopManagerTQ) and MANAGER == TOPK_AGENT_LOOP_MANAGER
     # the workers it starts (create() starts them as Ray actors) are ours
     assert manager(cfg, llm_client=None).agent_loop_workers_class.__ray_actor_class__ is TeacherTokenWorker
+    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
+
+    loop = cfg.actor_rollout_ref.rollout.agent.default_agent_loop  # registered where the manager's module loads
+    assert loop in _agent_loop_registry and (loop == PREFIX_AGENT_LOOP) == prefixes
 
 
-def test_eopd_with_the_full_entropy_and_tropd_with_prefixes_stay_refused_on_verl():
+def test_eopd_with_the_full_entropy_and_tropds_jsd_outlier_stay_refused_on_verl():
     from opdbench.train.engines import missing_capability
 
     eopd, tropd = (get_method_class(m, METHODS_DIR) for m in ("eopd", "tropd"))
     assert "teacher_entropy" in missing_capability(eopd, "verl", {})
     assert missing_capability(eopd, "verl", {"entropy": "topk"}) is None
-    assert "teacher_prefix" in missing_capability(tropd, "verl", {})
+    assert missing_capability(tropd, "verl", {}) is None
     assert missing_capability(tropd, "verl", {"guidance": False}) is None
     assert "'student_topk'" in missing_capability(tropd, "verl", {"guidance": False, "outlier": "jsd"})
 
@@ -137,7 +147,7 @@ def test_the_worker_asks_the_teacher_for_its_topk_and_its_sampled_tokens_and_the
         output = AgentLoopOutput(prompt_ids=prompt, response_ids=response, response_mask=[1] * n, metrics={})
         asyncio.run(worker._compute_teacher_logprobs(output, prompt, response, validate=False, sample_kwargs={}))
         field = output.as_dict()  # as verl's TransferQueue worker stores the rollout
-        rows.append({key: field[key] for key in ("prompts", "responses", "teacher_ids", "teacher_logprobs",
+        rows.append({key: field[key] for key in ("prompts", "responses", "response_mask", "teacher_ids", "teacher_logprobs",
                                                   "extra_fields")})
         logp = teacher_distribution(prompt + response)
         assert field["teacher_logprobs"].shape == (len(prompt) + n, K)  # verl's top-k, as usual
@@ -211,7 +221,8 @@ def verl_fields(rows, mask, old, teacher, tokens, step):
         "entropy": -(old_logp.exp() * old_logp).sum(-1)[rows] * mask[rows],
         "teacher_logprobs": jagged(sequence_rows(top.values, rows, 0.0)),
         "teacher_ids": jagged(sequence_rows(top.indices, rows, 0)),
-        "extra_fields": NonTensorStack(*[{plugin.TOKEN_LOGPROBS: t} for t in sequence_rows(token_logT, rows, 0.0)]),
+        "extra_fields": NonTensorStack(*[{plugin.TOKEN_LOGPROBS: t, plugin.PREFIX_LENGTH: PREFIXES[i]}
+                                         for i, t in zip(rows, sequence_rows(token_logT, rows, 0.0))]),
     }, batch_size=[len(rows)])
     tu.assign_non_tensor(data, max_response_len=R, global_steps=step + 1)
     tu.assign_non_tensor_stack(data, "uid", [f"prompt{i // 2}" for i in rows])
@@ -247,6 +258,8 @@ def test_verls_topk_loss_entry_point_gives_the_local_engines_loss_and_gradient(t
                         gather(teacher_logp, tokens[..., None])[..., 0] * mask,
                         -(old_logp.exp() * old_logp).sum(-1) * mask, torch.arange(B) // 2,
                         {"topk_ids": top.indices, "topk_logT": top.values * mask[..., None]})
+    if "teacher_prefix" in local.needs:
+        batch.extras["teacher_token"] = teacher_token_mask(PREFIXES, mask)
     local.prepare(batch, progress)
     # verl: the registered trainer's preparation on the whole batch, then each rank's micro-batches
     fields = verl_fields(list(range(B)), mask, old, teacher, tokens, step)
@@ -292,3 +305,67 @@ def test_verls_topk_loss_entry_point_gives_the_local_engines_loss_and_gradient(t
         assert torch.allclose(total, expected, rtol=1e-5, atol=1e-6), (total.item(), expected.item())
         assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
         assert expected_grad.abs().sum() > 0
+
+
+# -- teacher prefixes (TrOPD's guidance) --------------------------------------------------------
+class Writer:
+    """An LLMServerClient that writes tokens: ``tokens(prompt_ids)`` up to max_tokens."""
+
+    def __init__(self, tokens):
+        self.tokens, self.calls = tokens, []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        self.calls.append((list(prompt_ids), sampling_params["max_tokens"], sampling_params["temperature"]))
+        return SimpleNamespace(token_ids=self.tokens(prompt_ids)[:sampling_params["max_tokens"]], log_probs=None,
+                               extra_fields={}, num_preempted=None, routed_experts=None)
+
+
+def test_the_prefix_agent_loop_lets_the_teacher_write_the_first_tokens_and_the_student_the_rest(tmp_path,
+                                                                                              monkeypatch):
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap
+    from verl.experimental.teacher_loop.teacher_manager import AsyncTeacherLLMServerManager
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from conftest import tiny
+    from opdbench.train.engines.verl import agent_loop
+    from test_verl_overrides import compose
+
+    tok, _ = tiny(tmp_path)
+    run = run_of("tropd", {})
+    monkeypatch.setenv(plugin.RUN_ENV, str(launch.write_run_file(run, tmp_path)))
+    plugin.run_method.cache_clear()
+    cfg = compose(verl_overrides(run, student="/m/s", teacher="/m/t", train_file="/d/t.parquet", n_prompts=64,
+                                 max_prompt_length=32, out_dir=tmp_path))
+    assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == PREFIX_AGENT_LOOP
+    eos = tok.eos_token_id
+    teacher = Writer(lambda prompt: [11, 12, 13, 14, 15] * 20)
+    student = Writer(lambda prompt: [21, 22, 23] * 30)
+    monkeypatch.setitem(agent_loop.TEACHERS, "manager", AsyncTeacherLLMServerManager(cfg, {"default": teacher}))
+    loop = agent_loop.TeacherPrefixAgentLoop(trainer_config=DictConfigWrap(cfg), server_manager=student, tokenizer=tok,
+                                             processor=None, dataset_cls=RLHFDataset,
+                                             data_config=DictConfigWrap(cfg.data))
+    width = loop.response_length
+    assert width == run["train"]["max_new_tokens"]
+    params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": False}
+    sample = {"raw_prompt": [{"role": "user", "content": "1 + 2 = ?"}], "global_steps": 1, "index": 5,
+              "data_source": "math"}
+    method = plugin.run_method("tropd")
+    lengths = {s: agent_loop.prefix_length(run, method, {**sample, "session_id": s}) for s in range(8)}
+    assert len(set(lengths.values())) > 1 and all(0 <= n <= width for n in lengths.values())  # drawn per rollout
+    session = next(s for s, n in lengths.items() if 0 < n < width)
+    n = lengths[session]
+    run_loop = loop.loop.run_until_complete  # the event loop verl's agent loop was made in
+    out = run_loop(loop.run(dict(params), **sample, session_id=session))
+    (t_prompt, t_max, t_temp), = teacher.calls
+    (s_prompt, s_max, _), = student.calls
+    assert t_max == n and t_temp == 1.0 and s_prompt == t_prompt + ([11, 12, 13, 14, 15] * 20)[:n]
+    assert s_max == width - n  # the student continues up to the response length
+    assert out.response_ids == (([11, 12, 13, 14, 15] * 20)[:n] + [21, 22, 23] * 30)[:width]
+    assert out.extra_fields[agent_loop.PREFIX_LENGTH] == n and out.prompt_ids == t_prompt
+    # the step's maximum: annealed to 0 at the end, so the last step is on-policy
+    assert agent_loop.prefix_length(run, method, {**sample, "global_steps": run["train"]["steps"] + 1,
+                                                  "session_id": 0}) == 0
+    # a prefix that ends the answer (eos) leaves the student nothing to write
+    teacher.tokens, teacher.calls, student.calls = (lambda prompt: [11, eos, 12] * 40), [], []
+    out = run_loop(loop.run(dict(params), **sample, session_id=next(s for s, m in lengths.items() if m >= 2)))
+    assert student.calls == [] and out.response_ids == [11, eos] and out.extra_fields[agent_loop.PREFIX_LENGTH] == 2

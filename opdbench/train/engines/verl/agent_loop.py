@@ -12,6 +12,14 @@ position of the unpadded prompt + response, position j holding token j + 1's, a 
 registered trainer reads them as the batch's ``logT``. Cost: a second prefill of every sequence on
 the teacher (vLLM skips its prefix cache for prompt log-probs).
 
+Teacher-written prefixes (need ``teacher_prefix``: TrOPD's off-policy guidance): the agent loop
+``TeacherPrefixAgentLoop`` (verl's ``register``, selected by ``rollout.agent.default_agent_loop``,
+``overrides._prefix``) draws the rollout's prefix length as the method does (``Method.prefix_lengths``,
+its cosine-annealed maximum at this step), asks the sample's teacher server for that many tokens,
+lets the student continue up to the response length (not after a prefix that ended the answer), and
+records the prefix length in its extra fields (``PREFIX_LENGTH``); the trainer turns it into
+``extras["teacher_token"]``. The worker hands its teacher clients to the loop (``TEACHERS``).
+
 Importing this module imports verl and Ray: only verl's processes do (through the manager's name).
 """
 from __future__ import annotations
@@ -21,9 +29,18 @@ from uuid import uuid4
 
 import ray
 import torch
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
+from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
-TOKEN_LOGPROBS = "opdbench_teacher_token_logprobs"
+from opdbench.train.engines.verl import plugin
+from opdbench.train.engines.verl.overrides import PREFIX_AGENT_LOOP
+
+TOKEN_LOGPROBS = plugin.TOKEN_LOGPROBS
+PREFIX_LENGTH = plugin.PREFIX_LENGTH
+# this process's agent-loop worker's teacher server manager (one worker per Ray actor process), for
+# the prefix loop, which verl constructs with the student's client only
+TEACHERS: dict[str, Any] = {}
 # the sampled-token mode of verl's teacher requests (teacher_manager._get_teacher_sampling_params with
 # use_topk off): a forward pass over the sequence, one log-prob per position, temperature 1
 SAMPLED_TOKEN_PARAMS = {"max_tokens": 1, "temperature": 1.0, "prompt_logprobs": 0, "detokenize": False}
@@ -54,8 +71,61 @@ async def sampled_token_logprobs(manager, sequence_ids: list[int], key, output=N
     return logprobs
 
 
+def prefix_length(run: dict[str, Any], method, sample: dict[str, Any]) -> int:
+    """The rollout's teacher-prefix length: the method's draw (``prefix_lengths``) at the sample's step,
+    from a stream of the run's seed, the step, and the sample (its prompt index and rollout number)."""
+    from opdbench.method import Progress
+    from opdbench.train.common import STREAM_PREFIX, step_seed
+
+    step = int(sample["global_steps"]) - 1  # verl counts steps from 1
+    index, session = int(sample.get("index", 0)), int(sample.get("session_id", 0))
+    seed = hash((step_seed(run["seed"], step, STREAM_PREFIX), index, session)) % (2**63 - 1)
+    (length,) = method.prefix_lengths(1, run["train"]["max_new_tokens"], Progress(step, run["train"]["steps"]),
+                                      torch.Generator().manual_seed(seed))
+    return int(length)
+
+
+@register(PREFIX_AGENT_LOOP)
+class TeacherPrefixAgentLoop(SingleTurnAgentLoop):
+    """verl's single-turn loop with the first tokens of the response written by the teacher."""
+
+    async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs) -> AgentLoopOutput:
+        run = plugin.run_file()
+        length = prefix_length(run, plugin.run_method(run["method"]), kwargs)
+        prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]))
+        prefix: list[int] = []
+        if length > 0:
+            manager = TEACHERS["manager"]
+            teacher = manager._resolve_teacher_key(routing_key(manager.teacher_key, kwargs))
+            draft = await manager.teacher_client[teacher].generate(
+                request_id=uuid4().hex, prompt_ids=prompt_ids, sampling_params={**sampling_params, "max_tokens": length})
+            prefix = list(draft.token_ids[:length])  # a draft may end (eos) before its length
+            eos = self.tokenizer.eos_token_id
+            prefix = prefix[:prefix.index(eos) + 1] if eos in prefix else prefix  # as vLLM stops there
+        budget = self.response_length - len(prefix)
+        continuation: list[int] = []
+        if budget > 0 and not (prefix and prefix[-1] == self.tokenizer.eos_token_id):
+            output = await self.server_manager.generate(
+                request_id=uuid4().hex, prompt_ids=prompt_ids + prefix,
+                sampling_params={**sampling_params, "max_tokens": budget}, priority=int(priority))
+            continuation = list(output.token_ids[:budget])
+        merged, response_mask, _ = await self.ct_merge_assistant_token(prompt_ids, prefix + continuation, [], None)
+        response_ids = merged.token_ids[-len(response_mask):] if response_mask else []
+        prompt_ids = merged.token_ids[:len(merged.token_ids) - len(response_mask)]
+        return AgentLoopOutput(prompt_ids=prompt_ids, response_ids=response_ids[:self.response_length],
+                               response_mask=response_mask[:self.response_length], num_turns=2, metrics={},
+                               extra_fields={PREFIX_LENGTH: min(len(prefix), self.response_length),
+                                             "turn_scores": [], "tool_rewards": []})
+
+
 class TeacherTokenWorker(AgentLoopWorkerTQ.__ray_actor_class__):
-    """verl's TransferQueue agent-loop worker whose teacher step also keeps the sampled tokens' log-probs."""
+    """verl's TransferQueue agent-loop worker whose teacher step also keeps the sampled tokens' log-probs
+    (and whose teacher clients the prefix loop uses)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.distillation_enabled:
+            TEACHERS["manager"] = self.teacher_server_manager
 
     async def _compute_teacher_logprobs(self, output, prompt_ids, response_ids, validate, sample_kwargs=None):
         await super()._compute_teacher_logprobs(output, prompt_ids=prompt_ids, response_ids=response_ids,

@@ -38,11 +38,13 @@ class VerlEngine:
     # overrides._reference; the initial student at temperature 1); the verifier's outcome (verl's
     # reward, the task's verifier: reward.py, read by the registered trainer); the initial student's
     # difficulty profile (profile.py, before verl starts; the pool becomes the training parquet). No
-    # full-vocabulary teacher entropy (vLLM returns top-k log-probs) or teacher-written prefixes.
+    # full-vocabulary teacher entropy (vLLM returns top-k log-probs).
     # docs/verl.md, "Methods".
     # The teacher's top-k log-probs with its sampled-token ones (agent_loop.py) and the student's top-k
     # forward KL computed in verl's forward (StudentOutput.topk_fkl; not the student's top-k log-probs).
-    capabilities: frozenset[str] = frozenset({"ref_logprobs", "outcome", "prompt_difficulty", "teacher_topk"})
+    # Teacher-written prefixes through the prefix agent loop (agent_loop.py, with the top-k workers).
+    capabilities: frozenset[str] = frozenset({"ref_logprobs", "outcome", "prompt_difficulty", "teacher_topk",
+                                              "teacher_prefix"})
 
     def __init__(self, run: dict[str, Any], task, train_rows: list[dict[str, Any]], student_ref: str,
                  teacher_ref: str, method, out_dir: Path, device: str = "cuda"):

@@ -29,6 +29,7 @@ TRAINER_MODE = "opdbench"  # the registered trainer (trainer.py)
 # The agent-loop manager whose workers also keep the teacher's sampled-token log-probs in a top-k run
 # (agent_loop.py, which imports verl and Ray: named here, imported by verl's processes only)
 TOPK_AGENT_LOOP_MANAGER = "opdbench.train.engines.verl.agent_loop.TeacherTokenManager"
+PREFIX_AGENT_LOOP = "opdbench_teacher_prefix"  # the agent loop that lets the teacher write a prefix
 
 # verl's trainer module and its Hydra config (the same name the launch and the tests use).
 TRAINER_MODULE = "verl.trainer.main_ppo"
@@ -127,10 +128,15 @@ def _topk(run: dict[str, Any], needs: frozenset[str]) -> list[str]:
     """Top-k teacher log-probs (need ``teacher_topk``: EOPD, TrOPD): verl's top-k mode with the
     method's k (the method's loss is registered with ``use_topk``, so verl's teacher loop asks vLLM
     for the top-k and the student's forward computes verl's top-k forward KL, ``StudentOutput.topk_fkl``),
-    and the agent-loop manager whose workers also ask for the sampled tokens' log-probs (``logT``)."""
+    and the agent-loop manager whose workers also ask for the sampled tokens' log-probs (``logT``);
+    with teacher prefixes (TrOPD's guidance) its agent loop, which asks the teacher first."""
+    if "teacher_prefix" in needs and "teacher_topk" not in needs:
+        raise ConfigError(f"method '{run['method']}': teacher prefixes on verl come with the top-k agent-loop "
+                          f"workers (agent_loop.py); a method needing teacher_prefix without teacher_topk has none")
     if "teacher_topk" not in needs:
         return []
-    return [f"distillation.distillation_loss.topk={run['hparams']['k']}",
+    prefix = [f"actor_rollout_ref.rollout.agent.default_agent_loop={PREFIX_AGENT_LOOP}"] if "teacher_prefix" in needs else []
+    return [*prefix, f"distillation.distillation_loss.topk={run['hparams']['k']}",
             # a key of verl's AgentLoopConfig that its yaml lacks: added
             f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={TOPK_AGENT_LOOP_MANAGER}"]
 

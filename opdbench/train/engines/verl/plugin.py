@@ -57,6 +57,8 @@ EXTRA = "opdbench_extra_"  # + name: Method.prepare's batch.extras, one row per 
 # sequence), and as the trainer hands them to the loss ([B, R], per response token).
 TOKEN_LOGPROBS = "opdbench_teacher_token_logprobs"
 TEACHER_TOKEN = "opdbench_teacher_token"
+# A run with teacher prefixes: each rollout's prefix length, as the prefix agent loop records it
+PREFIX_LENGTH = "opdbench_teacher_prefix_length"
 # extras scored_batch reads from verl's own keys in every micro-batch: never copied into extra keys
 FROM_VERL = ("topk_logT", "topk_ids")
 

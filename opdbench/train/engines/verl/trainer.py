@@ -74,6 +74,11 @@ def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) ->
         fields = fields.clone(recurse=False)
         fields[plugin.TEACHER_TOKEN] = sampled_token_logprobs(fields, width)
     batch = plugin.scored_batch(fields, width, entropy_key="entropy")
+    if "teacher_prefix" in method.needs:  # the prefix agent loop's lengths: the tokens the teacher wrote
+        from opdbench.train.common import teacher_token_mask
+
+        lengths = [int((extra or {}).get(plugin.PREFIX_LENGTH) or 0) for extra in plugin._plain(fields["extra_fields"])]
+        batch.extras["teacher_token"] = teacher_token_mask(lengths, batch.mask)
     rows = plugin.minibatch_rows(batch.mask.shape[0], mini_batch_size, dp_size)
     return plugin.prepare_update(method, batch, progress, rows)
 
