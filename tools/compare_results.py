@@ -8,7 +8,10 @@
   base evals  Avg@N per benchmark and seed, the mean over seeds with the sampling noise of
               the difference (opdbench.models.robustness.sampling_se); per sample, the share of
               verdicts that agree; how the answers were checked (code: runner path, endings)
-  leaderboard every Avg@N and delta cell side by side, the largest differences first
+  leaderboard every Avg@N and delta cell side by side, the largest differences first; then the
+              two checks of docs/reproducibility.md: every base-model cell (teacher, base student)
+              within TOLERANCE_POINTS, every method's delta within its seed std (the larger of the
+              two runs' std over seeds)
 
     python tools/compare_results.py /tmp/a/results/tiny /tmp/b/results/tiny
 """
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opdbench.data.resources import sha256_of  # noqa: E402
 from opdbench.evaluate.metrics import evaluated_samples  # noqa: E402
-from opdbench.models.robustness import sampling_se  # noqa: E402
+from opdbench.models.robustness import TOLERANCE_POINTS, sampling_se  # noqa: E402
 
 
 def sha(path: Path) -> str:
@@ -43,14 +46,35 @@ def samples(path: Path) -> dict[tuple, bool]:
     return {(r["benchmark"], r["id"], r["sample"]): r["correct"] for r in map(json.loads, path.open())}
 
 
-def leaderboard(path: Path) -> dict[tuple, float]:
+def leaderboard(path: Path, std: bool = False) -> dict[tuple, float]:
+    """(task, model, benchmark, Avg@N | delta) -> the mean over seeds in points (``std``: the std)."""
     cells = {}
+    stat = "std" if std else "mean"
     for r in csv.DictReader(path.open()):
         n = next(k.split("@")[1].split("_")[0] for k in r if k.startswith("avg@") and r[k])
-        cells[(r["task"], r["model"], r["benchmark"], f"Avg@{n}")] = 100 * float(r[f"avg@{n}_mean"])
+        cells[(r["task"], r["model"], r["benchmark"], f"Avg@{n}")] = 100 * float(r[f"avg@{n}_{stat}"] or 0)
         if r.get("delta_avg_mean"):
-            cells[(r["task"], r["model"], r["benchmark"], "delta")] = 100 * float(r["delta_avg_mean"])
+            cells[(r["task"], r["model"], r["benchmark"], "delta")] = 100 * float(r[f"delta_avg_{stat}"] or 0)
     return cells
+
+
+def reproducibility_checks(a: Path, b: Path) -> None:
+    """Base-model cells within the tolerance; each method's delta within its seed std."""
+    la, lb = leaderboard(a / "leaderboard.csv"), leaderboard(b / "leaderboard.csv")
+    sa, sb = leaderboard(a / "leaderboard.csv", std=True), leaderboard(b / "leaderboard.csv", std=True)
+    kinds = {(r["task"], r["model"]): r["kind"] for r in csv.DictReader((a / "leaderboard.csv").open())}
+    base = [(abs(la[k] - lb[k]), k) for k in la.keys() & lb.keys()
+            if kinds.get(k[:2]) != "method" and k[3] != "delta"]
+    worst = max(base)
+    print(f"\n[checks] base-model cells: largest difference {worst[0]:.1f} points ({' '.join(worst[1])}); "
+          f"{sum(d <= TOLERANCE_POINTS for d, _ in base)} of {len(base)} within {TOLERANCE_POINTS:g}")
+    deltas = [k for k in la.keys() & lb.keys() if k[3] == "delta" and kinds.get(k[:2]) == "method"]
+    outside = sorted((abs(la[k] - lb[k]) / max(sa[k], sb[k], 1e-9), k) for k in deltas
+                     if abs(la[k] - lb[k]) > max(sa[k], sb[k]))
+    print(f"[checks] method deltas: {len(deltas) - len(outside)} of {len(deltas)} within their seed std")
+    for ratio, k in outside[::-1]:
+        print(row(" ".join(k), f"{la[k]:+.1f} ± {sa[k]:.1f}", f"{lb[k]:+.1f} ± {sb[k]:.1f}")
+              + f"  (difference {abs(la[k] - lb[k]):.1f} = {ratio:.1f} std)")
 
 
 def main() -> None:
@@ -111,6 +135,7 @@ def main() -> None:
     print(f"\n[leaderboard] {len(diffs)} cells in both; largest differences (points):")
     for d, k in diffs[:args.top]:
         print(row(" ".join(k), f"{la[k]:.1f}", f"{lb[k]:.1f}") + f"  ({d:.1f})")
+    reproducibility_checks(a, b)
 
 
 if __name__ == "__main__":
