@@ -16,7 +16,9 @@ the official code. tau = infinity recovers OPD.
 ``entropy: topk`` gates on a lower bound of H_T from the teacher's top-k log-probs
 (``topk_entropy_lower_bound``) instead of the full-vocabulary entropy: the approximation a
 teacher served by vLLM allows (it returns top-k log-probs, never the full distribution), so
-the gate fires only where the exact one would. The verl engine needs it (docs/verl.md).
+the gate fires only where the exact one would at rollout temperature 1 (the paper's; the
+top-k log-probs are the teacher's at temperature 1 on both engines, the exact entropy is at the
+rollout temperature). The verl engine needs it (docs/verl.md).
 """
 import math
 

@@ -111,6 +111,9 @@ def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str
                                                           **info}))
             return
         print(f"{role}: {why}; training it here")
+        skipped = {"shipped": {"skipped": why}}
+    else:
+        skipped = {}
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_tiny_model(spec["arch"], tokenizer, seed=spec["sft"].get("seed", 0))
@@ -131,7 +134,7 @@ def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str
     tokenizer.save_pretrained(out_dir)
     write_manifest(out_dir, ".", **stamp(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"],
                                          parameters=count_parameters(model), sft_seconds=time.time() - t0,
-                                         sft_curve=curve, dataset_hash=dataset_hash(data_dir)))
+                                         sft_curve=curve, dataset_hash=dataset_hash(data_dir), **skipped))
 
 
 # -- training --------------------------------------------------------------------------

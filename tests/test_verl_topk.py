@@ -162,6 +162,20 @@ def test_the_worker_asks_the_teacher_for_its_topk_and_its_sampled_tokens_and_the
         assert logT[i].tolist() == pytest.approx(expected)
 
 
+def test_a_rollout_without_the_sampled_tokens_log_probs_is_refused():
+    """A top-k run whose agent loop did not ask for them (another manager or loop) stops, instead of
+    training on a teacher log-prob of 0."""
+    from tensordict import NonTensorStack, TensorDict
+
+    fields = TensorDict({"prompts": jagged([torch.ones(2, dtype=torch.long)] * 2),
+                         "responses": jagged([torch.ones(2, dtype=torch.long), torch.ones(1, dtype=torch.long)]),
+                         "response_mask": jagged([torch.ones(2), torch.ones(1)]),
+                         "extra_fields": NonTensorStack({plugin.TOKEN_LOGPROBS: torch.zeros(4)}, {})},
+                        batch_size=[2])
+    with pytest.raises(RuntimeError, match="rollout 1 has no 'opdbench_teacher_token_logprobs'"):
+        trainer.sampled_token_logprobs(fields, width=2)
+
+
 def test_a_teacher_answer_for_other_tokens_is_refused():
     from opdbench.train.engines.verl.agent_loop import sampled_token_logprobs
 
@@ -316,8 +330,10 @@ class Writer:
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
         self.calls.append((list(prompt_ids), sampling_params["max_tokens"], sampling_params["temperature"]))
+        # verl's client writes the weights' versions into a reply's extra fields (llm_server.py)
         return SimpleNamespace(token_ids=self.tokens(prompt_ids)[:sampling_params["max_tokens"]], log_probs=None,
-                               extra_fields={}, num_preempted=None, routed_experts=None)
+                               extra_fields={"min_global_steps": 7, "max_global_steps": 7}, num_preempted=None,
+                               routed_experts=None)
 
 
 def test_the_prefix_agent_loop_lets_the_teacher_write_the_first_tokens_and_the_student_the_rest(tmp_path,
@@ -362,6 +378,8 @@ def test_the_prefix_agent_loop_lets_the_teacher_write_the_first_tokens_and_the_s
     assert s_max == width - n  # the student continues up to the response length
     assert out.response_ids == (([11, 12, 13, 14, 15] * 20)[:n] + [21, 22, 23] * 30)[:width]
     assert out.extra_fields[agent_loop.PREFIX_LENGTH] == n and out.prompt_ids == t_prompt
+    # the student's reply's extra fields are kept: verl tags the rollout with its weights' versions
+    assert (out.extra_fields["min_global_steps"], out.extra_fields["max_global_steps"]) == (7, 7)
     # the step's maximum: annealed to 0 at the end, so the last step is on-policy
     assert agent_loop.prefix_length(run, method, {**sample, "global_steps": run["train"]["steps"] + 1,
                                                   "session_id": 0}) == 0
@@ -369,3 +387,8 @@ def test_the_prefix_agent_loop_lets_the_teacher_write_the_first_tokens_and_the_s
     teacher.tokens, teacher.calls, student.calls = (lambda prompt: [11, eos, 12] * 40), [], []
     out = run_loop(loop.run(dict(params), **sample, session_id=next(s for s, m in lengths.items() if m >= 2)))
     assert student.calls == [] and out.response_ids == [11, eos] and out.extra_fields[agent_loop.PREFIX_LENGTH] == 2
+    assert out.extra_fields["min_global_steps"] == out.extra_fields["max_global_steps"] == sample["global_steps"]
+    # a teacher that stops short of the length (its own stop token) ended the answer too
+    teacher.tokens, teacher.calls, student.calls = (lambda prompt: [11, 12]), [], []
+    out = run_loop(loop.run(dict(params), **sample, session_id=next(s for s, m in lengths.items() if m >= 3)))
+    assert student.calls == [] and out.response_ids == [11, 12]

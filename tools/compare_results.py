@@ -99,8 +99,9 @@ def main() -> None:
             for root in (a, b):
                 info = json.loads((root / model / "model.json").read_text())
                 # a shipped model (assets/tiny_models/) was trained where it was shipped from
-                m = info["shipped"]["trained"]["machine"] if "shipped" in info else info.get("machine", {})
-                shipped = " (shipped)" if "shipped" in info else ""
+                installed = "from" in info.get("shipped", {})
+                m = info["shipped"]["trained"]["machine"] if installed else info.get("machine", {})
+                shipped = " (shipped)" if installed else ""
                 machines.append(f"{m.get('cpu', '?')} {m.get('torch_cpu_capability', '?')}{shipped}")
             print(row(f"{role} trained on", *machines))
             seed_dirs = sorted((a / "eval" / task / "base" / role).glob("seed*"))

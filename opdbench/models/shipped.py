@@ -7,8 +7,11 @@ every machine distils from the same hub weights; at tiny scale these shipped wei
 that part, so two leaderboards of the same config differ only by the distillation's own
 kernels. They are used only where they are what the workflow would train: the same model
 spec (arch, sft), the same training data (its hash) and the same tokenizer (its sha256),
-otherwise the model is trained as before, and the log says why. ``tiny_models: train``
-trains them regardless; ``tools/ship_tiny_models.py`` replaces them after a recipe change.
+otherwise the model is trained as before, and the log and model.json say why. ``tiny_models:
+train`` trains them regardless; ``tools/ship_tiny_models.py`` replaces them after a recipe change.
+As the model rule itself (its params are the spec), an edit of the SFT code is not part of the
+recipe: reship after one that changes what SFT computes (the shipped model.json records the commit
+that trained it, ``trained.code_version``).
 """
 from __future__ import annotations
 
@@ -26,10 +29,17 @@ FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenize
          "chat_template.jinja")
 
 
+def tokenizer_files(tokenizer_dir: str | Path) -> dict[str, str]:
+    """sha256 of each file of a tokenizer directory (vocabulary, special tokens, chat template)."""
+    return {f.name: sha256_of(f) for f in sorted(Path(tokenizer_dir).iterdir())
+            if f.is_file() and not f.name.startswith(".")}
+
+
 def recipe(spec: dict[str, Any], dataset_hash: str, tokenizer_dir: str | Path) -> dict[str, Any]:
     """What determines a tiny model's weights on one machine: its spec, its data, its tokenizer."""
     return {"spec": {k: spec[k] for k in ("source", "arch", "sft")}, "dataset_hash": dataset_hash,
-            "tokenizer_sha256": sha256_of(Path(tokenizer_dir) / "tokenizer.json")}
+            "tokenizer": tokenizer_files(tokenizer_dir)}
+
 
 
 def recipe_differences(shipped: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -58,10 +68,11 @@ def install(shipped: Path, out_dir: Path) -> dict[str, Any]:
     """Copy a shipped model's files into ``out_dir`` (model.json is the caller's) after checking
     its weights against the sha256 it was shipped with; returns its shipped model.json."""
     info = json.loads((shipped / "model.json").read_text())
-    actual = sha256_of(shipped / "model.safetensors")
-    if actual != info["weights_sha256"]:
-        raise RuntimeError(f"{shipped}/model.safetensors has sha256 {actual[:12]}, shipped as "
-                           f"{info['weights_sha256'][:12]}: the checkout is damaged (git checkout -- {shipped})")
+    for name, expected in info["files"].items():
+        actual = sha256_of(shipped / name)
+        if actual != expected:
+            raise RuntimeError(f"{shipped}/{name} has sha256 {actual[:12]}, shipped as {expected[:12]}: the "
+                               f"checkout is damaged (git checkout -- {shipped})")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copyfile(shipped / name, out_dir / name)
@@ -74,7 +85,7 @@ def ship(model_dir: Path, name: str, tokenizer_dir: Path, root: Path = SHIPPED_D
     trained = json.loads((model_dir / "model.json").read_text())
     if trained.get("source") != "tiny" or trained.get("weights") != ".":
         raise ValueError(f"{model_dir}: only a tiny model trained by the workflow can be shipped")
-    if "shipped" in trained:
+    if "from" in trained.get("shipped", {}):
         raise ValueError(f"{model_dir}: this model was itself installed from {trained['shipped']['from']}")
     out = root / name
     if out.exists():
@@ -83,7 +94,7 @@ def ship(model_dir: Path, name: str, tokenizer_dir: Path, root: Path = SHIPPED_D
     for file in FILES:
         shutil.copyfile(model_dir / file, out / file)
     info = {"recipe": recipe(trained, trained["dataset_hash"], tokenizer_dir),
-            "weights_sha256": sha256_of(out / "model.safetensors"),
+            "files": {file: sha256_of(out / file) for file in FILES},
             "trained": {k: trained[k] for k in ("code_version", "libraries", "machine", "parameters", "sft_seconds",
                                                 "sft_curve")}}
     (out / "model.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")

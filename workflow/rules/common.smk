@@ -4,11 +4,12 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from opdbench.code_hash import EVALUATION_CODE, package_code_hash
+from opdbench.code_hash import EVALUATION_CODE, file_hash, package_code_hash
 from opdbench.compute import RESOURCE_KEYS, job_resources
 from opdbench.config import (compose_config, data_settings as task_data_settings, evaluation_settings, load_yaml,
                              resolve_run, role_models, validate_config)
 from opdbench.errors import ConfigError
+from opdbench.models.shipped import SHIPPED_DIR
 from opdbench.data.hub import hub_datasets, hub_models, is_hub_id, record_of
 from opdbench.data.resources import resource_pattern, resources_of
 
@@ -104,7 +105,12 @@ def tokenizer_settings(wildcards):
 
 
 def model_settings(wildcards):
-    return config["task_settings"][wildcards.task][wildcards.role]
+    """What a base model depends on besides its inputs (a change reruns the rule): its spec and,
+    for a tiny one, whether it is taken from the shipped models (and which) or trained here."""
+    spec = config["task_settings"][wildcards.task][wildcards.role]
+    mode = config.get("tiny_models", "shipped")
+    shipped = sorted(SHIPPED_DIR.glob(f"{wildcards.task}/{wildcards.role}/**/model.json")) if mode == "shipped" else []
+    return {"spec": spec, "tiny_models": mode, "shipped": [file_hash(f) for f in shipped]}
 
 
 def hub_model_record(wildcards, role=None):

@@ -99,23 +99,33 @@ class TeacherPrefixAgentLoop(SingleTurnAgentLoop):
             teacher = manager._resolve_teacher_key(routing_key(manager.teacher_key, kwargs))
             draft = await manager.teacher_client[teacher].generate(
                 request_id=uuid4().hex, prompt_ids=prompt_ids, sampling_params={**sampling_params, "max_tokens": length})
-            prefix = list(draft.token_ids[:length])  # a draft may end (eos) before its length
+            prefix = list(draft.token_ids[:length])
             eos = self.tokenizer.eos_token_id
-            prefix = prefix[:prefix.index(eos) + 1] if eos in prefix else prefix  # as vLLM stops there
+            # the answer ended inside the prefix: at the student's eos, or where the teacher server stopped
+            # short of the length (a stop token of the teacher's own generation config)
+            ended = eos in prefix or len(prefix) < length
+            prefix = prefix[:prefix.index(eos) + 1] if eos in prefix else prefix
+        else:
+            ended = False
         budget = self.response_length - len(prefix)
         continuation: list[int] = []
-        if budget > 0 and not (prefix and prefix[-1] == self.tokenizer.eos_token_id):
+        # verl's client writes the weights' versions (min/max_global_steps) into a reply's extra fields;
+        # verl's worker tags the rollout with them and its step metrics read them
+        step = int(kwargs["global_steps"])
+        extra = {"min_global_steps": step, "max_global_steps": step}
+        if budget > 0 and not ended:
             output = await self.server_manager.generate(
                 request_id=uuid4().hex, prompt_ids=prompt_ids + prefix,
                 sampling_params={**sampling_params, "max_tokens": budget}, priority=int(priority))
             continuation = list(output.token_ids[:budget])
+            extra = dict(output.extra_fields)
         merged, response_mask, _ = await self.ct_merge_assistant_token(prompt_ids, prefix + continuation, [], None)
         response_ids = merged.token_ids[-len(response_mask):] if response_mask else []
         prompt_ids = merged.token_ids[:len(merged.token_ids) - len(response_mask)]
+        extra.update({PREFIX_LENGTH: min(len(prefix), self.response_length), "turn_scores": [], "tool_rewards": []})
         return AgentLoopOutput(prompt_ids=prompt_ids, response_ids=response_ids[:self.response_length],
                                response_mask=response_mask[:self.response_length], num_turns=2, metrics={},
-                               extra_fields={PREFIX_LENGTH: min(len(prefix), self.response_length),
-                                             "turn_scores": [], "tool_rewards": []})
+                               extra_fields=extra)
 
 
 class TeacherTokenWorker(AgentLoopWorkerTQ.__ray_actor_class__):

@@ -146,12 +146,11 @@ def scored_batch(data, width: int, entropy_key: str = ENTROPY):
     mask = _padded(data["response_mask"], width).float()
     teacher = no_padding_2_padding(data["teacher_logprobs"], data)
     extras = {}
-    if "teacher_ids" in keys and teacher.dim() == 3 and teacher.shape[-1] > 1:  # verl's top-k mode (overrides._topk)
+    if TEACHER_TOKEN in keys:  # verl's top-k mode (overrides._topk): the trainer added the sampled tokens' log-probs
+        teacher = teacher if teacher.dim() == 3 else teacher[..., None]
         extras["topk_logT"] = _padded(teacher, width).float() * mask[..., None]
-        extras["topk_ids"] = _padded(no_padding_2_padding(data["teacher_ids"], data), width, fill=0).long()
-        if TEACHER_TOKEN not in keys:
-            raise RuntimeError(f"verl's batch has top-k teacher log-probs but no '{TEACHER_TOKEN}': the run's "
-                               f"trainer must read the sampled tokens' ones (trainer.update_keys)")
+        ids = no_padding_2_padding(data["teacher_ids"], data)
+        extras["topk_ids"] = _padded(ids if ids.dim() == 3 else ids[..., None], width, fill=0).long()
         logT = _padded(data[TEACHER_TOKEN], width)
     else:
         logT = _padded(teacher.squeeze(-1) if teacher.dim() == 3 else teacher, width)

@@ -56,8 +56,12 @@ def sampled_token_logprobs(fields, width: int):
     mask = fields["response_mask"]
     empty = [not bool(m.any()) for m in (mask.unbind() if getattr(mask, "is_nested", False) else mask)]
     for i, (row, prompt, response) in enumerate(zip(rows, *_lengths(fields), strict=True)):
-        if row is None or empty[i]:  # a row verl's batch balancing added (another row's extra fields, no response)
+        if empty[i]:  # a row verl's batch balancing added (another row's extra fields, no response)
             continue
+        if row is None:
+            raise RuntimeError(f"rollout {i} has no '{plugin.TOKEN_LOGPROBS}' in its extra fields: the run's "
+                               f"agent-loop workers must be agent_loop.TeacherTokenWorker "
+                               f"(rollout.agent.agent_loop_manager_class, overrides._topk)")
         row = torch.as_tensor(row, dtype=torch.float32)
         if row.shape[0] != prompt + response:
             raise ValueError(f"row {i}: {row.shape[0]} teacher log-probs for a sequence of {prompt + response} tokens")
@@ -77,8 +81,12 @@ def update_keys(fields, method, progress, mini_batch_size: int, dp_size: int) ->
     if "teacher_prefix" in method.needs:  # the prefix agent loop's lengths: the tokens the teacher wrote
         from opdbench.train.common import teacher_token_mask
 
-        lengths = [int((extra or {}).get(plugin.PREFIX_LENGTH) or 0) for extra in plugin._plain(fields["extra_fields"])]
-        batch.extras["teacher_token"] = teacher_token_mask(lengths, batch.mask)
+        lengths = [(extra or {}).get(plugin.PREFIX_LENGTH) for extra in plugin._plain(fields["extra_fields"])]
+        missing = [i for i, n in enumerate(lengths) if n is None and batch.mask[i].any()]
+        if missing:
+            raise RuntimeError(f"rollouts {missing} have no '{plugin.PREFIX_LENGTH}': the run's agent loop must be "
+                               f"the prefix loop (rollout.agent.default_agent_loop, overrides._topk)")
+        batch.extras["teacher_token"] = teacher_token_mask([int(n or 0) for n in lengths], batch.mask)
     rows = plugin.minibatch_rows(batch.mask.shape[0], mini_batch_size, dp_size)
     return plugin.prepare_update(method, batch, progress, rows)
 
