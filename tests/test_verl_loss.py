@@ -30,7 +30,9 @@ REOPOLD_VARIANTS = [{}, {"bounded_credit": False}, {"entropy_selection": False},
 
 
 def verl_methods():
-    return sorted(name for name, cls in load_methods(METHODS_DIR).items() if cls.needs <= VerlEngine.capabilities)
+    """The methods verl runs in its sampled-token mode (top-k ones: tests/test_verl_topk.py)."""
+    return sorted(name for name, cls in load_methods(METHODS_DIR).items()
+                  if cls.needs <= VerlEngine.capabilities and "teacher_topk" not in cls.needs)
 
 
 def cases():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from opdbench.data.resources import sha256_of
+from opdbench.provenance import write_json
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "assets" / "tiny_models"
 MODES = ("shipped", "train")
@@ -97,5 +98,5 @@ def ship(model_dir: Path, name: str, tokenizer_dir: Path, root: Path = SHIPPED_D
             "files": {file: sha256_of(out / file) for file in FILES},
             "trained": {k: trained[k] for k in ("code_version", "libraries", "machine", "parameters", "sft_seconds",
                                                 "sft_curve")}}
-    (out / "model.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    write_json(out / "model.json", info)
     return out
