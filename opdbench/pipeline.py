@@ -99,21 +99,20 @@ def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str
             write_manifest(out_dir, spec["source"], **stamp(role=role, source=spec["source"]))
         return
     wanted = shipped.recipe(spec, dataset_hash(data_dir), tokenizer_dir)
+    # what model.json says of a tiny model, shipped or trained here
+    tiny = dict(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"], dataset_hash=wanted["dataset_hash"])
+    skipped = {}
     if config.get("tiny_models", "shipped") == "shipped":
         found, why = shipped.find(shipped_name, wanted)
         if found is not None:
-            print(f"{role}: {why}, weights sha256 checked; not trained here (tiny_models: train trains it)")
+            print(f"{role}: {why}, every file's sha256 checked; not trained here (tiny_models: train trains it)")
             info = shipped.install(found, out_dir)
-            write_manifest(out_dir, ".", **stamp(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"],
-                                                 parameters=info["trained"]["parameters"],
-                                                 dataset_hash=wanted["dataset_hash"],
-                                                 shipped={"from": str(found.relative_to(shipped.SHIPPED_DIR.parents[1])),
-                                                          **info}))
+            origin = str(found.relative_to(shipped.SHIPPED_DIR.parents[1]))
+            write_manifest(out_dir, ".", **stamp(**tiny, parameters=info["trained"]["parameters"],
+                                                 shipped={"from": origin, **info}))
             return
         print(f"{role}: {why}; training it here")
         skipped = {"shipped": {"skipped": why}}
-    else:
-        skipped = {}
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_tiny_model(spec["arch"], tokenizer, seed=spec["sft"].get("seed", 0))
@@ -132,9 +131,8 @@ def _build_one(config: dict[str, Any], task_name: str, role: str, spec: dict[str
     # leaves no model.json, so Snakemake never takes a half-written directory as done.
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    write_manifest(out_dir, ".", **stamp(role=role, source="tiny", arch=spec["arch"], sft=spec["sft"],
-                                         parameters=count_parameters(model), sft_seconds=time.time() - t0,
-                                         sft_curve=curve, dataset_hash=dataset_hash(data_dir), **skipped))
+    write_manifest(out_dir, ".", **stamp(**tiny, parameters=count_parameters(model), sft_seconds=time.time() - t0,
+                                         sft_curve=curve, **skipped))
 
 
 # -- training --------------------------------------------------------------------------

@@ -143,11 +143,17 @@ def test_verls_loss_entry_point_gives_the_local_engines_loss_and_gradient(tmp_pa
                 model_output, data = micro_batch([int(row)], logS, logOld, logT, mask, keys, step, info)
                 loss, _ = distillation_loss(actor, settings, model_output, data)
                 total = total + loss
-        total = total / DP  # FSDP averages the ranks' gradients
-        (grad,) = torch.autograd.grad(total, theta)
-        assert torch.allclose(total, expected, rtol=1e-5, atol=1e-6), (total.item(), expected.item())
-        assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
-        assert expected_grad.abs().sum() > 0
+        check_ranks(total, theta, expected, expected_grad)
+
+
+def check_ranks(total, theta, expected, expected_grad):
+    """The ranks' summed micro-batch losses, averaged as FSDP averages their gradients, equal the local
+    engine's mini-batch loss and its gradient (w.r.t. ``theta``, the student's perturbation)."""
+    total = total / DP  # FSDP averages the ranks' gradients
+    (grad,) = torch.autograd.grad(total, theta)
+    assert torch.allclose(total, expected, rtol=1e-5, atol=1e-6), (total.item(), expected.item())
+    assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
+    assert expected_grad.abs().sum() > 0
 
 
 def test_the_mini_batches_are_the_rows_verls_iterator_gives_each_rank():
